@@ -1,0 +1,192 @@
+package oidcauth
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("oidc_auth", parseCaddyfile)
+	// Authentication runs before anything that reads the identity. Anchored
+	// to basic_auth (a standard directive) so no `order` option is needed.
+	httpcaddyfile.RegisterDirectiveOrder("oidc_auth", httpcaddyfile.After, "basic_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	oidc_auth {
+//		issuer        <url>
+//		client_id     <id>
+//		client_secret <secret>
+//		scopes        <scope...>
+//		public        <path pattern...>
+//		login_path    <path>
+//		callback_path <path>
+//		logout_path   <path>
+//		user_path     <path>
+//		backchannel_logout_path <path>
+//		post_logout_redirect    <path>
+//		trusted_origins <origin...>
+//		refresh_skew  <duration>
+//		prompt        <value>
+//		auth_params   <name> <value>
+//		session {
+//			store        cookie|memory
+//			keys         <secret...>
+//			idle_timeout <duration>
+//			lifetime     <duration>
+//		}
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		name := d.Val()
+		repeatable := name == "public" || name == "auth_params" || name == "trusted_origins"
+		if seen[name] && !repeatable {
+			return d.Errf("oidc_auth: subdirective %q given twice", name)
+		}
+		seen[name] = true
+		switch name {
+		case "issuer", "client_id", "client_secret", "login_path", "callback_path", "logout_path",
+			"user_path", "backchannel_logout_path", "post_logout_redirect", "prompt":
+			var v string
+			if !d.Args(&v) || d.NextArg() {
+				return d.ArgErr()
+			}
+			switch name {
+			case "issuer":
+				h.Issuer = v
+			case "client_id":
+				h.ClientID = v
+			case "client_secret":
+				h.ClientSecret = v
+			case "login_path":
+				h.LoginPath = v
+			case "callback_path":
+				h.CallbackPath = v
+			case "logout_path":
+				h.LogoutPath = v
+			case "user_path":
+				h.UserPath = v
+			case "backchannel_logout_path":
+				h.BackchannelLogoutPath = v
+			case "post_logout_redirect":
+				h.PostLogoutRedirect = v
+			case "prompt":
+				h.Prompt = v
+			}
+		case "scopes":
+			h.Scopes = d.RemainingArgs()
+			if len(h.Scopes) == 0 {
+				return d.ArgErr()
+			}
+		case "public":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.Public = append(h.Public, args...)
+		case "trusted_origins":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.TrustedOrigins = append(h.TrustedOrigins, args...)
+		case "refresh_skew":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			h.RefreshSkew = dur
+		case "auth_params":
+			var k, v string
+			if !d.Args(&k, &v) || d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.AuthParams == nil {
+				h.AuthParams = map[string]string{}
+			}
+			if _, dup := h.AuthParams[k]; dup {
+				return d.Errf("oidc_auth: auth_params %q given twice", k)
+			}
+			h.AuthParams[k] = v
+		case "session":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := h.unmarshalSession(d); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("oidc_auth: unrecognized subdirective %q", name)
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalSession(d *caddyfile.Dispenser) error {
+	h.Session = new(SessionConfig)
+	seen := map[string]bool{}
+	for n := d.Nesting(); d.NextBlock(n); {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("oidc_auth: session: subdirective %q given twice", name)
+		}
+		seen[name] = true
+		switch name {
+		case "store":
+			if !d.Args(&h.Session.Store) || d.NextArg() {
+				return d.ArgErr()
+			}
+		case "keys":
+			h.Session.Keys = d.RemainingArgs()
+			if len(h.Session.Keys) == 0 {
+				return d.ArgErr()
+			}
+		case "idle_timeout", "lifetime":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			if name == "idle_timeout" {
+				h.Session.IdleTimeout = dur
+			} else {
+				h.Session.Lifetime = dur
+			}
+		default:
+			return d.Errf("oidc_auth: session: unrecognized subdirective %q", name)
+		}
+	}
+	return nil
+}
+
+func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	name := d.Val()
+	var v string
+	if !d.Args(&v) || d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, d.Errf("oidc_auth: %s: bad duration %q: %v", name, v, err)
+	}
+	if dur <= 0 {
+		return 0, d.Errf("oidc_auth: %s: duration %q must be positive", name, v)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,190 @@
+package oidcauth
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+const goodKey = "k1-0123456789abcdef0123456789abcdef"
+
+// provisionFromCaddyfile parses a block, round-trips it through JSON (as
+// Caddy does) and provisions it.
+func provisionFromCaddyfile(t *testing.T, block string) (*Handler, error) {
+	t.Helper()
+	h := new(Handler)
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(block)); err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	mod, err := ctx.LoadModuleByID("http.handlers.oidc_auth", raw)
+	if err != nil {
+		return nil, err
+	}
+	return mod.(*Handler), nil
+}
+
+func TestCaddyfileConfig(t *testing.T) {
+	t.Setenv("BFF_TEST_KEY", goodKey)
+	for _, tc := range []struct {
+		name  string
+		block string
+		err   string
+	}{
+		{"minimal", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			session {
+				keys {env.BFF_TEST_KEY}
+			}
+		}`, ""},
+		{"full", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			client_secret s3cret
+			scopes openid profile offline_access
+			public /assets/* /favicon.ico
+			public /healthz
+			login_path /login
+			trusted_origins https://admin.example.com
+			refresh_skew 1m
+			auth_params audience api
+			auth_params acr_values mfa
+			session {
+				store memory
+				keys {env.BFF_TEST_KEY} ` + goodKey + `x
+				idle_timeout 10m
+				lifetime 8h
+			}
+		}`, ""},
+		{"missing issuer", `oidc_auth {
+			client_id portal
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "issuer is required"},
+		{"issuer not a url", `oidc_auth {
+			issuer id.example.com
+			client_id portal
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "not an http(s) URL"},
+		{"missing client", `oidc_auth {
+			issuer https://id.example.com
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "client_id is required"},
+		{"missing keys", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+		}`, "session keys are required"},
+		{"short key", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			session {
+				keys short
+			}
+		}`, "key 1 is 5 bytes, need at least 32"},
+		{"unset env key", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			session {
+				keys {env.BFF_TEST_UNSET_KEY_XYZ}
+			}
+		}`, "BFF_TEST_UNSET_KEY_XYZ} is empty"},
+		{"unknown subdirective", `oidc_auth {
+			issuer https://id.example.com
+			frobnicate yes
+		}`, `unrecognized subdirective "frobnicate"`},
+		{"unknown session subdirective", `oidc_auth {
+			session {
+				cookies yes
+			}
+		}`, `session: unrecognized subdirective "cookies"`},
+		{"bad duration", `oidc_auth {
+			refresh_skew soon
+		}`, `refresh_skew: bad duration "soon"`},
+		{"bad idle", `oidc_auth {
+			session {
+				idle_timeout -5m
+			}
+		}`, `idle_timeout: duration "-5m" must be positive`},
+		{"twice", `oidc_auth {
+			issuer https://a.example
+			issuer https://b.example
+		}`, `"issuer" given twice`},
+		{"arity", `oidc_auth {
+			client_id a b
+		}`, "wrong argument count"},
+		{"directive args", `oidc_auth https://id.example.com`, "wrong argument count"},
+		{"no openid", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			scopes profile
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "scopes must include openid"},
+		{"bad store", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			session {
+				store disk
+				keys ` + goodKey + `
+			}
+		}`, `session store "disk"`},
+		{"idle over lifetime", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			session {
+				keys ` + goodKey + `
+				idle_timeout 2h
+				lifetime 1h
+			}
+		}`, "exceeds lifetime"},
+		{"bad post logout", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			post_logout_redirect https://evil.example
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "post_logout_redirect"},
+		{"bad trusted origin", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			trusted_origins not-an-origin
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "trusted_origins"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, err := provisionFromCaddyfile(t, tc.block)
+			if tc.err == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				raw, _ := json.Marshal(h)
+				if strings.Contains(string(raw), goodKey) && !strings.Contains(tc.block, goodKey) {
+					t.Fatal("a secret from the environment was written into the JSON config")
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.err)
+			}
+		})
+	}
+}

@@ -1,0 +1,262 @@
+package oidcauth
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-bff/caddy-bff/caddybff/problem"
+	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
+)
+
+// maxParamLen bounds callback parameters; providers use far less.
+const maxParamLen = 2048
+
+// errorCode matches an RFC 6749 error code, the only part of a provider's
+// error we repeat (never its free-text description).
+var errorCode = regexp.MustCompile(`^[a-z_]{1,64}$`)
+
+// claims dropped from the session: they describe the ID token, not the user,
+// and would only grow the cookie.
+var tokenOnlyClaims = []string{"nonce", "at_hash", "c_hash", "exp", "iat", "nbf", "auth_time", "azp", "aud", "iss", "jti", "acr", "amr", "sid"}
+
+// serveCallback completes the login: it checks state against the login
+// cookie, exchanges the code with the PKCE verifier, verifies the ID token
+// (signature, issuer, audience, expiry, nonce) and creates a fresh session.
+func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		problem.Error(w, r, http.StatusMethodNotAllowed, "callback takes GET")
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	q := r.URL.Query()
+	state, code := q.Get("state"), q.Get("code")
+	if len(state) > maxParamLen || len(code) > maxParamLen || len(q["state"]) > 1 || len(q["code"]) > 1 {
+		problem.Error(w, r, http.StatusBadRequest, "malformed callback")
+		return
+	}
+	if state == "" {
+		problem.Error(w, r, http.StatusBadRequest, "callback without state")
+		return
+	}
+	cookieName := loginCookieName(r, state)
+	c, err := r.Cookie(cookieName)
+	if err != nil {
+		h.auditLogin(r, "", "unknown_state")
+		problem.Error(w, r, http.StatusBadRequest, "unknown or expired login; start again")
+		return
+	}
+	// One use only: whatever happens next, this login is over.
+	expireCookie(w, cookieName, r.TLS != nil)
+	pt, err := h.keys.open(purposeLogin, c.Value)
+	var ls loginState
+	if err != nil || json.Unmarshal(pt, &ls) != nil ||
+		subtle.ConstantTimeCompare([]byte(ls.State), []byte(state)) != 1 {
+		h.auditLogin(r, "", "bad_state")
+		problem.Error(w, r, http.StatusBadRequest, "unknown or expired login; start again")
+		return
+	}
+	if h.now().Unix() > ls.Expires {
+		h.auditLogin(r, "", "expired")
+		problem.Error(w, r, http.StatusBadRequest, "login took too long; start again")
+		return
+	}
+	if e := q.Get("error"); e != "" {
+		if !errorCode.MatchString(e) {
+			e = "invalid"
+		}
+		h.auditLogin(r, "", "provider_error:"+e)
+		problem.Error(w, r, http.StatusUnauthorized, "the identity provider refused the login ("+e+")")
+		return
+	}
+	if code == "" {
+		problem.Error(w, r, http.StatusBadRequest, "callback without code")
+		return
+	}
+
+	ctx, cancel := h.providerCtx(r)
+	defer cancel()
+	info, err := h.disc.get(ctx)
+	if err != nil {
+		h.providerUnavailable(w, r, "callback", err)
+		return
+	}
+	conf := info.oauth
+	conf.RedirectURL = h.absURL(r, h.CallbackPath)
+	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(ls.Verifier))
+	if err != nil {
+		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.Response != nil && re.Response.StatusCode < 500 {
+			h.auditLogin(r, "", "code_rejected:"+safeCode(re.ErrorCode))
+			problem.Error(w, r, http.StatusUnauthorized, "the identity provider rejected the login; start again")
+			return
+		}
+		h.providerUnavailable(w, r, "code exchange", err)
+		return
+	}
+	rawID, _ := tok.Extra("id_token").(string)
+	if rawID == "" {
+		h.auditLogin(r, "", "no_id_token")
+		problem.Error(w, r, http.StatusUnauthorized, "the identity provider returned no ID token")
+		return
+	}
+	idt, err := info.verifier.Verify(ctx, rawID)
+	if err != nil {
+		h.logger.Warn("login: ID token rejected", zap.String("request_id", requestid.From(r)), zap.Error(err))
+		h.auditLogin(r, "", "bad_id_token")
+		problem.Error(w, r, http.StatusUnauthorized, "the ID token did not verify")
+		return
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(ls.Nonce)) != 1 {
+		h.auditLogin(r, idt.Subject, "bad_nonce")
+		problem.Error(w, r, http.StatusUnauthorized, "the ID token did not verify")
+		return
+	}
+	if err := idt.VerifyAccessToken(tok.AccessToken); err != nil && idt.AccessTokenHash != "" {
+		h.auditLogin(r, idt.Subject, "bad_at_hash")
+		problem.Error(w, r, http.StatusUnauthorized, "the access token does not belong to the ID token")
+		return
+	}
+	var idClaims map[string]any
+	if err := idt.Claims(&idClaims); err != nil {
+		problem.Error(w, r, http.StatusUnauthorized, "the ID token did not verify")
+		return
+	}
+
+	// No fixation: whatever session the browser had ends, and the new one
+	// gets a fresh random id.
+	if old, present := readSessionCookie(r); present {
+		if s, err := h.store.load(r.Context(), old); err == nil {
+			_ = h.store.remove(r.Context(), s, s.end(h.idle, h.lifetime))
+		}
+	}
+	now := h.now()
+	s := &session{
+		ID:           newSessionID(),
+		Subject:      idt.Subject,
+		Claims:       h.userClaims(ctx, r, info, idClaims, tok),
+		AccessToken:  tok.AccessToken,
+		RefreshToken: tok.RefreshToken,
+		IDToken:      rawID,
+		Created:      now.Unix(),
+		LastSeen:     now.Unix(),
+	}
+	if sid, ok := idClaims["sid"].(string); ok {
+		s.SID = sid
+	}
+	if !tok.Expiry.IsZero() {
+		s.TokenExpiry = tok.Expiry.Unix()
+	}
+	s.key = hashID(s.ID)
+	value, err := h.store.save(r.Context(), s, true, s.end(h.idle, h.lifetime))
+	if err != nil {
+		h.logger.Error("login: session store unavailable", zap.String("request_id", requestid.From(r)), zap.Error(err))
+		problem.Error(w, r, http.StatusServiceUnavailable, "session store unavailable")
+		return
+	}
+	if len(value) > chunkSize*maxChunks {
+		h.logger.Error("login: session too large for the cookie store; use the memory or redis store, or fewer claims",
+			zap.String("request_id", requestid.From(r)), zap.Int("bytes", len(value)))
+		problem.Error(w, r, http.StatusServiceUnavailable, "session too large")
+		return
+	}
+	writeSessionCookie(w, r, value, h.lifetime)
+	h.auditLogin(r, s.Subject, "success")
+	http.Redirect(w, r, ls.ReturnTo, http.StatusFound)
+}
+
+// userClaims merges the ID token's claims with UserInfo (the ID token wins,
+// the subjects must match) and records the granted scopes when no claim
+// carries them. A UserInfo failure is logged and does not fail the login.
+func (h *Handler) userClaims(ctx context.Context, r *http.Request, info *providerInfo, idClaims map[string]any, tok *oauth2.Token) map[string]any {
+	claims := make(map[string]any, len(idClaims)+4)
+	for k, v := range idClaims {
+		claims[k] = v
+	}
+	for _, k := range tokenOnlyClaims {
+		delete(claims, k)
+	}
+	if info.userinfo != "" {
+		ui, err := info.oidc.UserInfo(ctx, oauth2.StaticTokenSource(tok))
+		switch {
+		case err != nil:
+			h.logger.Warn("userinfo unavailable; using the ID token's claims",
+				zap.String("request_id", requestid.From(r)), zap.Error(err))
+		case ui.Subject != idClaims["sub"]:
+			h.logger.Warn("userinfo subject differs from the ID token's; ignored", zap.String("request_id", requestid.From(r)))
+		default:
+			var extra map[string]any
+			if err := ui.Claims(&extra); err == nil {
+				for k, v := range extra {
+					if _, ok := claims[k]; !ok {
+						claims[k] = v
+					}
+				}
+			}
+		}
+	}
+	if _, ok := claims["scope"]; !ok {
+		if granted, ok := tok.Extra("scope").(string); ok && granted != "" {
+			claims["scope"] = granted
+		} else {
+			// RFC 6749 §5.1: an omitted scope means the requested one.
+			claims["scope"] = strings.Join(h.Scopes, " ")
+		}
+	}
+	return claims
+}
+
+func (h *Handler) providerUnavailable(w http.ResponseWriter, r *http.Request, what string, err error) {
+	h.logger.Error("identity provider unavailable", zap.String("request_id", requestid.From(r)),
+		zap.String("during", what), zap.Error(scrub(err)))
+	problem.Write(w, r, problem.Details{Status: http.StatusServiceUnavailable,
+		Detail: "identity provider unavailable; try again shortly", RetryAfter: 5})
+}
+
+// scrub keeps an oauth2 error's code but drops its body, which may echo
+// tokens or codes.
+func scrub(err error) error {
+	if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok {
+		status := 0
+		if re.Response != nil {
+			status = re.Response.StatusCode
+		}
+		return &scrubbedError{code: safeCode(re.ErrorCode), status: status}
+	}
+	return err
+}
+
+type scrubbedError struct {
+	code   string
+	status int
+}
+
+func (e *scrubbedError) Error() string {
+	return "token endpoint answered " + http.StatusText(e.status) + " (" + e.code + ")"
+}
+
+func safeCode(c string) string {
+	if errorCode.MatchString(c) {
+		return c
+	}
+	return "unknown"
+}
+
+func (h *Handler) auditLogin(r *http.Request, sub, outcome string) {
+	h.audit.Info("login",
+		zap.String("request_id", requestid.From(r)),
+		zap.String("sub", sub),
+		zap.String("method", r.Method),
+		zap.String("path", r.URL.Path),
+		zap.String("outcome", outcome))
+}
+
+var _ = oidc.Nonce

@@ -1,0 +1,148 @@
+package oidcauth
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	sessionCookieBase = "bff_session"
+	loginCookieBase   = "bff_login_"
+	hostPrefix        = "__Host-"
+	// chunkSize keeps each cookie (name, value, attributes) under the 4096
+	// bytes browsers guarantee (RFC 6265 §6.1).
+	chunkSize = 3800
+	// maxChunks bounds how many chunk cookies a session may use and how
+	// many we read: larger inputs are refused, not parsed.
+	maxChunks = 8
+)
+
+// sessionCookieName is __Host-bff_session on HTTPS (Secure, Path=/, no
+// Domain: it cannot be set by a sibling subdomain) and bff_session on plain
+// HTTP, where browsers refuse the prefix (local development).
+func sessionCookieName(r *http.Request) string {
+	if r.TLS != nil {
+		return hostPrefix + sessionCookieBase
+	}
+	return sessionCookieBase
+}
+
+func chunkName(base string, i int) string {
+	if i == 0 {
+		return base
+	}
+	return base + "." + strconv.Itoa(i)
+}
+
+// readSessionCookie joins the session cookie's chunks. present reports
+// whether any session cookie came, even an unusable one (for CSRF checks
+// and clearing).
+func readSessionCookie(r *http.Request) (value string, present bool) {
+	base := sessionCookieName(r)
+	first, err := r.Cookie(base)
+	if err != nil {
+		return "", false
+	}
+	if first.Value == "" {
+		return "", true
+	}
+	var sb strings.Builder
+	sb.WriteString(first.Value)
+	for i := 1; i < maxChunks; i++ {
+		c, err := r.Cookie(chunkName(base, i))
+		if err != nil {
+			break
+		}
+		sb.WriteString(c.Value)
+	}
+	return sb.String(), true
+}
+
+// writeSessionCookie sets value in as many chunks as needed and expires the
+// chunks a previous, longer value used.
+func writeSessionCookie(w http.ResponseWriter, r *http.Request, value string, maxAge time.Duration) {
+	base := sessionCookieName(r)
+	secure := r.TLS != nil
+	n := 0
+	for len(value) > 0 && n < maxChunks {
+		part := value
+		if len(part) > chunkSize {
+			part = part[:chunkSize]
+		}
+		value = value[len(part):]
+		http.SetCookie(w, &http.Cookie{
+			Name: chunkName(base, n), Value: part, Path: "/", MaxAge: max(int(maxAge/time.Second), 1),
+			HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode,
+		})
+		n++
+	}
+	for i := n; i < maxChunks; i++ {
+		if _, err := r.Cookie(chunkName(base, i)); err == nil {
+			expireCookie(w, chunkName(base, i), secure)
+		}
+	}
+}
+
+// clearSessionCookie expires every chunk the request carried.
+func clearSessionCookie(w http.ResponseWriter, r *http.Request) {
+	base := sessionCookieName(r)
+	for i := 0; i < maxChunks; i++ {
+		if _, err := r.Cookie(chunkName(base, i)); err == nil || i == 0 {
+			expireCookie(w, chunkName(base, i), r.TLS != nil)
+		}
+	}
+}
+
+func expireCookie(w http.ResponseWriter, name string, secure bool) {
+	http.SetCookie(w, &http.Cookie{
+		Name: name, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// isOurCookie tells our cookies (session chunks, login state) apart from
+// the application's.
+func isOurCookie(name string) bool {
+	name = strings.TrimPrefix(name, hostPrefix)
+	return strings.HasPrefix(name, sessionCookieBase) || strings.HasPrefix(name, loginCookieBase)
+}
+
+// stripCookies removes our cookies from the request so that no upstream
+// ever sees a session; the application's own cookies pass untouched.
+func stripCookies(r *http.Request) {
+	lines := r.Header.Values("Cookie")
+	if len(lines) == 0 {
+		return
+	}
+	found := false
+	for _, l := range lines {
+		if strings.Contains(l, sessionCookieBase) || strings.Contains(l, loginCookieBase) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	var kept []string
+	for _, l := range lines {
+		for part := range strings.SplitSeq(l, ";") {
+			p := strings.TrimSpace(part)
+			if p == "" {
+				continue
+			}
+			name, _, _ := strings.Cut(p, "=")
+			if isOurCookie(strings.TrimSpace(name)) {
+				continue
+			}
+			kept = append(kept, p)
+		}
+	}
+	if len(kept) == 0 {
+		r.Header.Del("Cookie")
+		return
+	}
+	r.Header.Set("Cookie", strings.Join(kept, "; "))
+}

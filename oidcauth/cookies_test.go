@@ -1,0 +1,113 @@
+package oidcauth
+
+import (
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// replay turns a response's Set-Cookie headers into the next request's
+// Cookie header, as a browser would.
+func replay(t *testing.T, rec *httptest.ResponseRecorder, req *http.Request) {
+	t.Helper()
+	for _, c := range rec.Result().Cookies() {
+		if c.MaxAge >= 0 {
+			req.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
+		}
+	}
+}
+
+func TestSessionCookieChunks(t *testing.T) {
+	for _, size := range []int{10, chunkSize, chunkSize + 1, 3*chunkSize + 7} {
+		value := strings.Repeat("x", size)
+		for _, tlsOn := range []bool{false, true} {
+			r := httptest.NewRequest("GET", "/", nil)
+			if tlsOn {
+				r.TLS = &tls.ConnectionState{}
+			}
+			rec := httptest.NewRecorder()
+			writeSessionCookie(rec, r, value, time.Hour)
+			for _, c := range rec.Result().Cookies() {
+				if !c.HttpOnly || c.Path != "/" || c.SameSite != http.SameSiteLaxMode || c.Secure != tlsOn {
+					t.Fatalf("cookie %s has wrong attributes: %+v", c.Name, c)
+				}
+				if tlsOn != strings.HasPrefix(c.Name, "__Host-") {
+					t.Fatalf("cookie %s: __Host- prefix iff TLS", c.Name)
+				}
+				if len(c.String()) > 4096 {
+					t.Fatalf("cookie %s is %d bytes", c.Name, len(c.String()))
+				}
+			}
+			next := httptest.NewRequest("GET", "/", nil)
+			next.TLS = r.TLS
+			replay(t, rec, next)
+			got, ok := readSessionCookie(next)
+			if !ok || got != value {
+				t.Fatalf("size %d tls %v: read back %d bytes, ok %v", size, tlsOn, len(got), ok)
+			}
+		}
+	}
+}
+
+func TestSessionCookieShrinkExpiresChunks(t *testing.T) {
+	r := httptest.NewRequest("GET", "/", nil)
+	rec := httptest.NewRecorder()
+	writeSessionCookie(rec, r, strings.Repeat("y", 3*chunkSize), time.Hour)
+	next := httptest.NewRequest("GET", "/", nil)
+	replay(t, rec, next)
+	rec2 := httptest.NewRecorder()
+	writeSessionCookie(rec2, next, "short", time.Hour)
+	expired := map[string]bool{}
+	for _, c := range rec2.Result().Cookies() {
+		if c.MaxAge < 0 {
+			expired[c.Name] = true
+		}
+	}
+	if !expired["bff_session.1"] || !expired["bff_session.2"] {
+		t.Fatalf("stale chunks not expired: %v", expired)
+	}
+}
+
+func TestStripCookies(t *testing.T) {
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Add("Cookie", "theme=dark; bff_session=abc; bff_session.1=def")
+	r.Header.Add("Cookie", "__Host-bff_session=x; bff_login_AAAA=y; lang=en")
+	stripCookies(r)
+	got := r.Header.Get("Cookie")
+	if got != "theme=dark; lang=en" {
+		t.Fatalf("Cookie after strip = %q", got)
+	}
+	r = httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Cookie", "bff_session=abc")
+	stripCookies(r)
+	if _, ok := r.Header["Cookie"]; ok {
+		t.Fatal("empty Cookie header left behind")
+	}
+}
+
+func TestIsNavigation(t *testing.T) {
+	for _, tc := range []struct {
+		method string
+		hdr    map[string]string
+		want   bool
+	}{
+		{"GET", map[string]string{"Sec-Fetch-Mode": "navigate"}, true},
+		{"GET", map[string]string{"Sec-Fetch-Mode": "cors", "Accept": "text/html"}, false},
+		{"GET", map[string]string{"Accept": "text/html,application/xhtml+xml"}, true},
+		{"HEAD", map[string]string{"Accept": "text/html"}, true},
+		{"GET", map[string]string{"Accept": "application/json"}, false},
+		{"POST", map[string]string{"Sec-Fetch-Mode": "navigate"}, false},
+		{"GET", nil, false},
+	} {
+		r := httptest.NewRequest(tc.method, "/x", nil)
+		for k, v := range tc.hdr {
+			r.Header.Set(k, v)
+		}
+		if got := isNavigation(r); got != tc.want {
+			t.Errorf("%s %v: isNavigation = %v, want %v", tc.method, tc.hdr, got, tc.want)
+		}
+	}
+}

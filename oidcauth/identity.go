@@ -1,0 +1,92 @@
+package oidcauth
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// identityVarKey is the caddyhttp var holding *Identity. Anything else
+// stored there (or nothing) means anonymous.
+const identityVarKey = "bff.identity"
+
+// Identity is the logged-in user of a request, as oidc_auth established it
+// from a valid session. Later handlers (scope_authz, bff_token, bff_apps)
+// read it with IdentityFrom; it is never built from client input.
+type Identity struct {
+	// Subject is the provider's `sub` claim.
+	Subject string
+	// Email is the `email` claim, if any.
+	Email string
+	// Scopes are the user's granted scopes (the `scope` claim, or the scopes
+	// of the token response when no claim carried them).
+	Scopes []string
+	// Claims are the ID token's claims merged with UserInfo. Read-only.
+	Claims map[string]any
+	// ExpiresAt is when the session ends at the latest (its lifetime).
+	ExpiresAt time.Time
+
+	sessionKey    string
+	idleExpiresAt time.Time
+	accessToken   string
+	tokenExpiry   time.Time
+}
+
+// IdentityFrom returns the identity oidc_auth attached to r, if any.
+func IdentityFrom(r *http.Request) (*Identity, bool) {
+	id, ok := caddyhttp.GetVar(r.Context(), identityVarKey).(*Identity)
+	return id, ok && id != nil
+}
+
+// SessionKey is a stable, non-secret key for the session (a hash of its
+// id, never the id), for per-session caches in later handlers.
+func (id *Identity) SessionKey() string { return id.sessionKey }
+
+// AccessToken returns the provider's access token for this session and its
+// expiry; oidc_auth has refreshed it within refresh_skew of expiry. It is a
+// secret: never log it or send it to the browser.
+func (id *Identity) AccessToken() (string, time.Time) { return id.accessToken, id.tokenExpiry }
+
+// HasScope reports whether the user was granted scope s.
+func (id *Identity) HasScope(s string) bool {
+	for _, have := range id.Scopes {
+		if have == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Claim returns a claim by name; a dotted path ("realm_access.roles")
+// reaches into nested objects when no top-level claim has the full name.
+func (id *Identity) Claim(name string) (any, bool) {
+	if v, ok := id.Claims[name]; ok {
+		return v, true
+	}
+	var cur any = id.Claims
+	start := 0
+	for i := 0; i <= len(name); i++ {
+		if i < len(name) && name[i] != '.' {
+			continue
+		}
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		cur, ok = m[name[start:i]]
+		if !ok {
+			return nil, false
+		}
+		start = i + 1
+	}
+	return cur, true
+}
+
+// NewTestIdentity attaches an identity to r as oidc_auth would. It exists
+// for tests of handlers that consume identities; oidc_auth is the only
+// production caller of the unexported equivalent.
+func NewTestIdentity(r *http.Request, id *Identity, sessionKey, accessToken string, tokenExpiry time.Time) {
+	id.sessionKey, id.accessToken, id.tokenExpiry = sessionKey, accessToken, tokenExpiry
+	caddyhttp.SetVar(r.Context(), identityVarKey, id)
+}

@@ -1,0 +1,123 @@
+package oidcauth
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-bff/caddy-bff/caddybff/problem"
+	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
+)
+
+const (
+	purposeLogin = "bff login v1"
+	// loginTTL bounds how long a user may take at the provider.
+	loginTTL = 10 * time.Minute
+	// maxLoginCookies bounds parallel logins (tabs); older ones are dropped.
+	maxLoginCookies = 5
+)
+
+// loginState travels sealed in a per-login cookie named after its state, so
+// several tabs may log in at once without overwriting each other.
+type loginState struct {
+	State    string `json:"s"`
+	Nonce    string `json:"n"`
+	Verifier string `json:"v"`
+	ReturnTo string `json:"r"`
+	Expires  int64  `json:"e"`
+}
+
+func randomToken() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// loginCookieName derives the cookie name from the state, so a callback
+// finds its own login among several.
+func loginCookieName(r *http.Request, state string) string {
+	sum := sha256.Sum256([]byte(state))
+	name := loginCookieBase + base64.RawURLEncoding.EncodeToString(sum[:9])
+	if r.TLS != nil {
+		return hostPrefix + name
+	}
+	return name
+}
+
+// serveLogin starts the authorization code flow with PKCE (RFC 7636, S256),
+// state and nonce.
+func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		problem.Error(w, r, http.StatusMethodNotAllowed, "login takes GET")
+		return
+	}
+	ctx, cancel := h.providerCtx(r)
+	defer cancel()
+	info, err := h.disc.get(ctx)
+	if err != nil {
+		h.logger.Warn("login: identity provider unavailable", zap.String("request_id", requestid.From(r)), zap.Error(err))
+		problem.Write(w, r, problem.Details{Status: http.StatusServiceUnavailable,
+			Detail: "identity provider unavailable; try again shortly", RetryAfter: 5})
+		return
+	}
+	q := r.URL.Query()
+	ls := loginState{
+		State:    randomToken(),
+		Nonce:    randomToken(),
+		Verifier: oauth2.GenerateVerifier(),
+		ReturnTo: returnToOr(q.Get("return_to")),
+		Expires:  h.now().Add(loginTTL).Unix(),
+	}
+	pt, _ := json.Marshal(ls) // cannot fail: strings and ints
+	h.dropOldLogins(w, r)
+	http.SetCookie(w, &http.Cookie{
+		Name: loginCookieName(r, ls.State), Value: h.keys.seal(purposeLogin, pt), Path: "/",
+		MaxAge: int(loginTTL / time.Second), HttpOnly: true, Secure: r.TLS != nil,
+		// Lax: the cookie must come back on the provider's top-level
+		// redirect to our callback.
+		SameSite: http.SameSiteLaxMode,
+	})
+	conf := info.oauth
+	conf.RedirectURL = h.absURL(r, h.CallbackPath)
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(ls.Verifier), oidc.Nonce(ls.Nonce)}
+	if h.Prompt != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", h.Prompt))
+	}
+	for k, v := range h.AuthParams {
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, conf.AuthCodeURL(ls.State, opts...), http.StatusFound)
+}
+
+// dropOldLogins expires login cookies beyond maxLoginCookies-1, so that
+// abandoned logins cannot grow the Cookie header without bound.
+func (h *Handler) dropOldLogins(w http.ResponseWriter, r *http.Request) {
+	var names []string
+	for _, c := range r.Cookies() {
+		if strings.HasPrefix(strings.TrimPrefix(c.Name, hostPrefix), loginCookieBase) {
+			names = append(names, c.Name)
+		}
+	}
+	for i := 0; i+maxLoginCookies-1 < len(names); i++ {
+		expireCookie(w, names[i], r.TLS != nil)
+	}
+}
+
+// absURL makes a path absolute on the origin the client used.
+func (h *Handler) absURL(r *http.Request, path string) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + path
+}

@@ -1,0 +1,521 @@
+package oidcauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-bff/caddy-bff/caddybff/problem"
+	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
+)
+
+func init() {
+	caddy.RegisterModule(new(Handler))
+}
+
+// Defaults of oidc_auth's subdirectives.
+const (
+	DefaultLoginPath             = "/auth/login"
+	DefaultCallbackPath          = "/auth/callback"
+	DefaultLogoutPath            = "/auth/logout"
+	DefaultUserPath              = "/auth/user"
+	DefaultBackchannelLogoutPath = "/auth/backchannel-logout"
+	DefaultPostLogoutRedirect    = "/"
+	DefaultRefreshSkew           = 30 * time.Second
+	DefaultIdleTimeout           = 30 * time.Minute
+	DefaultLifetime              = 12 * time.Hour
+)
+
+// DefaultScopes are requested when `scopes` is not given.
+var DefaultScopes = []string{"openid", "profile", "email"}
+
+// Handler is the oidc_auth HTTP handler: it logs users in with OpenID
+// Connect (authorization code flow with PKCE), keeps their session behind an
+// HttpOnly cookie, refreshes their tokens, and establishes the identity the
+// rest of the route sees. Requests without a session get a redirect to the
+// login (browser navigations) or a 401 problem (everything else), except on
+// `public` paths.
+type Handler struct {
+	// The provider's issuer URL; discovery reads
+	// <issuer>/.well-known/openid-configuration on first need. Required.
+	Issuer string `json:"issuer,omitempty"`
+	// The client id registered at the provider. Required.
+	ClientID string `json:"client_id,omitempty"`
+	// The client secret; use a placeholder such as {env.OIDC_CLIENT_SECRET}
+	// so the secret is not stored in the config. Empty for a public client.
+	ClientSecret string `json:"client_secret,omitempty"`
+	// Scopes to request. Default: openid profile email. Must include openid.
+	Scopes []string `json:"scopes,omitempty"`
+	// Path patterns (as Caddy's path matcher: exact, prefix*, *suffix) that
+	// anonymous users may reach. The identity is still attached when a
+	// session exists.
+	Public []string `json:"public,omitempty"`
+
+	LoginPath             string `json:"login_path,omitempty"`
+	CallbackPath          string `json:"callback_path,omitempty"`
+	LogoutPath            string `json:"logout_path,omitempty"`
+	UserPath              string `json:"user_path,omitempty"`
+	BackchannelLogoutPath string `json:"backchannel_logout_path,omitempty"`
+	// Where to send the user after logout when the provider has no
+	// end_session_endpoint; also the post_logout_redirect_uri (made
+	// absolute on this site's origin). Default: /.
+	PostLogoutRedirect string `json:"post_logout_redirect,omitempty"`
+	// Origins (scheme://host[:port]) allowed to send unsafe requests with
+	// the session cookie besides this site's own.
+	TrustedOrigins []string `json:"trusted_origins,omitempty"`
+	// Refresh the access token when it expires within this long. Default 30s.
+	RefreshSkew caddy.Duration `json:"refresh_skew,omitempty"`
+	// The login's `prompt` parameter. Default: `consent` when offline_access
+	// is requested (OpenID Connect Core 1.0 §11), none otherwise.
+	Prompt string `json:"prompt,omitempty"`
+	// Extra authorization request parameters.
+	AuthParams map[string]string `json:"auth_params,omitempty"`
+	// Session settings.
+	Session *SessionConfig `json:"session,omitempty"`
+
+	// resolved configuration
+	clientSecret  string
+	keys          *keyring
+	store         store
+	state         *sharedState
+	stateKey      string
+	disc          *discovery
+	public        caddyhttp.MatchPath
+	csrf          *http.CrossOriginProtection
+	idle          time.Duration
+	lifetime      time.Duration
+	skew          time.Duration
+	touchInterval time.Duration
+	logger        *zap.Logger
+	audit         *zap.Logger
+	now           func() time.Time
+}
+
+// SessionConfig configures where sessions live and how long.
+type SessionConfig struct {
+	// cookie (default): sealed into the cookie; memory: this process only.
+	Store string `json:"store,omitempty"`
+	// Secrets of at least 32 bytes; the first seals, all open (rotation).
+	// Use placeholders ({env.SESSION_KEY}). Required.
+	Keys []string `json:"keys,omitempty"`
+	// A session unused this long ends. Default 30m.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+	// A session ends this long after login whatever its use. Default 12h.
+	Lifetime caddy.Duration `json:"lifetime,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (*Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.oidc_auth",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+var statePool = caddy.NewUsagePool()
+
+// Provision sets defaults, resolves secrets and builds the store. It makes
+// no network call: discovery happens on first need.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.audit = h.logger.Named("audit")
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.Session == nil {
+		h.Session = new(SessionConfig)
+	}
+	if len(h.Scopes) == 0 {
+		h.Scopes = slices.Clone(DefaultScopes)
+	}
+	h.LoginPath = cmp(h.LoginPath, DefaultLoginPath)
+	h.CallbackPath = cmp(h.CallbackPath, DefaultCallbackPath)
+	h.LogoutPath = cmp(h.LogoutPath, DefaultLogoutPath)
+	h.UserPath = cmp(h.UserPath, DefaultUserPath)
+	h.BackchannelLogoutPath = cmp(h.BackchannelLogoutPath, DefaultBackchannelLogoutPath)
+	h.PostLogoutRedirect = cmp(h.PostLogoutRedirect, DefaultPostLogoutRedirect)
+	h.Session.Store = cmp(h.Session.Store, "cookie")
+	h.skew = durOr(h.RefreshSkew, DefaultRefreshSkew)
+	h.idle = durOr(h.Session.IdleTimeout, DefaultIdleTimeout)
+	h.lifetime = durOr(h.Session.Lifetime, DefaultLifetime)
+	h.touchInterval = min(max(h.idle/10, time.Second), time.Minute)
+
+	// Resolve placeholders ({env.X}, {file.X}) at provision time into
+	// unexported fields, failing on unknown ones, so secrets never sit in
+	// the JSON config Caddy autosaves.
+	repl := caddy.NewReplacer()
+	var err error
+	resolve := func(name, v string) string {
+		if err != nil {
+			return ""
+		}
+		out, e := repl.ReplaceOrErr(v, true, true)
+		if e != nil {
+			err = fmt.Errorf("oidc_auth: %s: %w", name, e)
+		}
+		return strings.TrimSpace(out)
+	}
+	h.Issuer = resolve("issuer", h.Issuer)
+	h.ClientID = resolve("client_id", h.ClientID)
+	h.clientSecret = resolve("client_secret", h.ClientSecret)
+	secrets := make([]string, 0, len(h.Session.Keys))
+	for i, k := range h.Session.Keys {
+		secrets = append(secrets, resolve(fmt.Sprintf("session keys: key %d", i+1), k))
+	}
+	if err != nil {
+		return err
+	}
+	if len(secrets) > 0 {
+		kr, kerr := newKeyring(secrets)
+		if kerr != nil {
+			return fmt.Errorf("oidc_auth: session keys: %w", kerr)
+		}
+		h.keys = kr
+	}
+
+	h.public = caddyhttp.MatchPath(h.Public)
+	if err := h.public.Provision(ctx); err != nil {
+		return fmt.Errorf("oidc_auth: public: %w", err)
+	}
+	h.csrf = http.NewCrossOriginProtection()
+	for _, o := range h.TrustedOrigins {
+		if err := h.csrf.AddTrustedOrigin(o); err != nil {
+			return fmt.Errorf("oidc_auth: trusted_origins: %w", err)
+		}
+	}
+	if err := h.Validate(); err != nil {
+		return err
+	}
+
+	h.stateKey = "oidc_auth|" + h.Issuer + "|" + h.ClientID + "|" + h.Session.Store
+	st, _, err := statePool.LoadOrNew(h.stateKey, func() (caddy.Destructor, error) {
+		return newSharedState(h.now), nil
+	})
+	if err != nil {
+		return fmt.Errorf("oidc_auth: %w", err)
+	}
+	h.state = st.(*sharedState)
+	switch h.Session.Store {
+	case "cookie":
+		h.store = newCookieStore(h.keys, h.state.revoked, h.now)
+	case "memory":
+		h.store = h.state.memory
+	}
+
+	h.disc = &discovery{
+		issuer:   h.Issuer,
+		clientID: h.ClientID,
+		secret:   h.clientSecret,
+		scopes:   h.Scopes,
+		client:   &http.Client{Timeout: providerTimeout},
+		ctx:      ctx,
+		now:      h.now,
+	}
+	if slices.Contains(h.Scopes, "offline_access") && h.Prompt == "" {
+		h.Prompt = "consent"
+	}
+	return nil
+}
+
+// Validate checks the configuration without touching the network.
+func (h *Handler) Validate() error {
+	if h.Issuer == "" {
+		return errors.New("oidc_auth: issuer is required")
+	}
+	u, err := url.Parse(h.Issuer)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("oidc_auth: issuer %q is not an http(s) URL", h.Issuer)
+	}
+	if h.ClientID == "" {
+		return errors.New("oidc_auth: client_id is required")
+	}
+	if !slices.Contains(h.Scopes, "openid") {
+		return errors.New("oidc_auth: scopes must include openid")
+	}
+	for name, p := range map[string]string{
+		"login_path": h.LoginPath, "callback_path": h.CallbackPath, "logout_path": h.LogoutPath,
+		"user_path": h.UserPath, "backchannel_logout_path": h.BackchannelLogoutPath,
+	} {
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("oidc_auth: %s %q must start with /", name, p)
+		}
+	}
+	if !validReturnTo(h.PostLogoutRedirect) {
+		return fmt.Errorf("oidc_auth: post_logout_redirect %q must be a same-origin path", h.PostLogoutRedirect)
+	}
+	if h.RefreshSkew < 0 {
+		return errors.New("oidc_auth: refresh_skew must not be negative")
+	}
+	switch h.Session.Store {
+	case "cookie", "memory":
+	case "redis":
+		return errors.New("oidc_auth: session store redis is not available in this build yet")
+	default:
+		return fmt.Errorf("oidc_auth: session store %q is not one of cookie, memory", h.Session.Store)
+	}
+	if len(h.Session.Keys) == 0 {
+		return errors.New("oidc_auth: session keys are required (at least 32 bytes each; e.g. keys {env.SESSION_KEY})")
+	}
+	if h.Session.IdleTimeout < 0 || h.Session.Lifetime < 0 {
+		return errors.New("oidc_auth: session idle_timeout and lifetime must not be negative")
+	}
+	if h.idle > h.lifetime && h.lifetime > 0 {
+		return fmt.Errorf("oidc_auth: session idle_timeout %s exceeds lifetime %s", h.idle, h.lifetime)
+	}
+	return nil
+}
+
+// Cleanup releases the shared state this config used.
+func (h *Handler) Cleanup() error {
+	if h.stateKey != "" && h.state != nil {
+		_, err := statePool.Delete(h.stateKey)
+		return err
+	}
+	return nil
+}
+
+// ServeHTTP serves the auth endpoints and guards every other request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	requestid.Ensure(w, r)
+	// A client never speaks for itself to the upstream: bff_token sets
+	// Authorization from the session, nothing else may.
+	r.Header.Del("Authorization")
+
+	switch r.URL.Path {
+	case h.LoginPath:
+		h.serveLogin(w, r)
+		return nil
+	case h.CallbackPath:
+		h.serveCallback(w, r)
+		return nil
+	case h.LogoutPath:
+		h.serveLogout(w, r)
+		return nil
+	case h.UserPath:
+		h.serveUser(w, r)
+		return nil
+	}
+
+	public := h.isPublic(r)
+	id, ok := h.authenticate(w, r, public)
+	if !ok {
+		return nil // authenticate answered
+	}
+	if id == nil && !public {
+		h.challenge(w, r)
+		return nil
+	}
+	stripCookies(r)
+	return next.ServeHTTP(w, r)
+}
+
+func (h *Handler) isPublic(r *http.Request) bool {
+	if len(h.public) == 0 {
+		return false
+	}
+	m, err := h.public.MatchWithError(r)
+	return err == nil && m
+}
+
+// authenticate loads, refreshes and touches the session, and attaches the
+// identity. It returns ok=false after answering the request itself (403,
+// 401 for an ended session, 503 for an unavailable provider or store).
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, public bool) (*Identity, bool) {
+	value, present := readSessionCookie(r)
+	if !present {
+		return nil, true
+	}
+	// Cross-origin unsafe requests never ride on the session cookie
+	// (CSRF): Sec-Fetch-Site, else Origin against Host, plus
+	// trusted_origins.
+	if err := h.csrf.Check(r); err != nil {
+		h.logger.Debug("cross-origin request refused",
+			zap.String("request_id", requestid.From(r)), zap.String("method", r.Method),
+			zap.String("origin", r.Header.Get("Origin")), zap.String("sec_fetch_site", r.Header.Get("Sec-Fetch-Site")))
+		problem.Error(w, r, http.StatusForbidden, "cross-origin request refused")
+		return nil, false
+	}
+	s, err := h.store.load(r.Context(), value)
+	if errors.Is(err, errNoSession) {
+		clearSessionCookie(w, r)
+		return nil, true
+	}
+	if err != nil {
+		h.logger.Error("session store unavailable", zap.String("request_id", requestid.From(r)), zap.Error(err))
+		if public {
+			return nil, true
+		}
+		problem.Error(w, r, http.StatusServiceUnavailable, "session store unavailable")
+		return nil, false
+	}
+	now := h.now()
+	if !s.alive(now, h.idle, h.lifetime) {
+		_ = h.store.remove(r.Context(), s, s.expiresAt(h.lifetime))
+		clearSessionCookie(w, r)
+		return nil, true
+	}
+
+	if h.needsRefresh(s, now) {
+		ns, cookie, err := h.refresh(r, s)
+		switch {
+		case err == nil:
+			s = ns
+			if cookie != "" {
+				writeSessionCookie(w, r, cookie, s.expiresAt(h.lifetime).Sub(now))
+			}
+		case errors.Is(err, errSessionEnded):
+			clearSessionCookie(w, r)
+			if public {
+				return nil, true
+			}
+			h.writeUnauthorized(w, r, "session ended; log in again")
+			return nil, false
+		default: // provider unavailable
+			tokenValid := s.TokenExpiry == 0 || now.Before(time.Unix(s.TokenExpiry, 0))
+			if !tokenValid && !public {
+				problem.Write(w, r, problem.Details{Status: http.StatusServiceUnavailable,
+					Detail: "identity provider unavailable; try again shortly", RetryAfter: 5})
+				return nil, false
+			}
+		}
+	}
+
+	if now.Unix()-s.LastSeen >= int64(h.touchInterval/time.Second) && !(r.URL.Path == h.UserPath && r.URL.Query().Get("touch") == "false") {
+		ns := *s
+		ns.LastSeen = now.Unix()
+		cookie, err := h.store.save(r.Context(), &ns, false, ns.end(h.idle, h.lifetime))
+		switch {
+		case err == nil:
+			s = &ns
+			if cookie != value {
+				writeSessionCookie(w, r, cookie, s.expiresAt(h.lifetime).Sub(now))
+			}
+		case errors.Is(err, errSessionEnded):
+			clearSessionCookie(w, r)
+			return nil, true
+		default:
+			h.logger.Error("session store unavailable", zap.String("request_id", requestid.From(r)), zap.Error(err))
+			if !public {
+				problem.Error(w, r, http.StatusServiceUnavailable, "session store unavailable")
+				return nil, false
+			}
+		}
+	}
+
+	id := s.identity(h.idle, h.lifetime)
+	h.attach(r, id)
+	return id, true
+}
+
+// attach makes the identity visible to later handlers, placeholders and
+// Caddy's access log (user_id comes from {http.auth.user.id}).
+func (h *Handler) attach(r *http.Request, id *Identity) {
+	caddyhttp.SetVar(r.Context(), identityVarKey, id)
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return
+	}
+	repl.Set("http.auth.user.id", id.Subject)
+	repl.Set("http.auth.user.email", id.Email)
+	repl.Set("http.auth.user.scopes", strings.Join(id.Scopes, " "))
+	claims := id.Claims
+	repl.Map(func(key string) (any, bool) {
+		name, ok := strings.CutPrefix(key, "http.auth.user.claims.")
+		if !ok {
+			return nil, false
+		}
+		v, ok := claims[name]
+		if !ok {
+			return "", true
+		}
+		if arr, ok := v.([]any); ok {
+			parts := make([]string, 0, len(arr))
+			for _, e := range arr {
+				parts = append(parts, fmt.Sprint(e))
+			}
+			return strings.Join(parts, ","), true
+		}
+		return v, true
+	})
+}
+
+// challenge answers an anonymous request on a protected path: browser
+// navigations go to the login, everything else gets a 401 problem.
+func (h *Handler) challenge(w http.ResponseWriter, r *http.Request) {
+	if isNavigation(r) {
+		http.Redirect(w, r, h.loginURL(r.URL.RequestURI()), http.StatusFound)
+		return
+	}
+	h.writeUnauthorized(w, r, "authentication required")
+}
+
+func (h *Handler) writeUnauthorized(w http.ResponseWriter, r *http.Request, detail string) {
+	// A script's call is not where the user should land after login; the
+	// page that made it is, when the browser told us (same origin only).
+	returnTo := ""
+	if ref, err := url.Parse(r.Header.Get("Referer")); err == nil && ref.Host == r.Host && ref.Host != "" {
+		returnTo = ref.RequestURI()
+	}
+	problem.Write(w, r, problem.Details{Status: http.StatusUnauthorized, Detail: detail, LoginURL: h.loginURL(returnTo)})
+}
+
+// loginURL is the login path with return_to, when that is a safe path.
+func (h *Handler) loginURL(returnTo string) string {
+	if returnTo == "" || returnTo == "/" || !validReturnTo(returnTo) {
+		return h.LoginPath
+	}
+	return h.LoginPath + "?return_to=" + url.QueryEscape(returnTo)
+}
+
+// isNavigation tells a browser's top-level navigation from a script's call.
+func isNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if mode := r.Header.Get("Sec-Fetch-Mode"); mode != "" {
+		return mode == "navigate"
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+func (h *Handler) needsRefresh(s *session, now time.Time) bool {
+	return s.TokenExpiry > 0 && s.RefreshToken != "" && !now.Add(h.skew).Before(time.Unix(s.TokenExpiry, 0))
+}
+
+func cmp(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func durOr(d caddy.Duration, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return time.Duration(d)
+}
+
+// providerCtx bounds a provider call made on behalf of r: it survives the
+// client disconnecting (others may share it) but not providerTimeout.
+func (h *Handler) providerCtx(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), providerTimeout)
+	return h.disc.clientCtx(ctx), cancel
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,135 @@
+package oidcauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
+)
+
+// errProviderDown: discovery or a provider call failed for reasons that are
+// not the user's (network, 5xx, bad document). Requests answer 503.
+var errProviderDown = errors.New("identity provider unavailable")
+
+const (
+	providerTimeout   = 10 * time.Second
+	discoveryMinRetry = 500 * time.Millisecond
+	discoveryMaxRetry = 10 * time.Second
+)
+
+// providerInfo is what discovery yields; immutable once built.
+type providerInfo struct {
+	oidc       *oidc.Provider
+	verifier   *oidc.IDTokenVerifier
+	oauth      oauth2.Config
+	revocation string
+	endSession string
+	userinfo   string
+}
+
+// discovery finds the provider lazily, on first need, and retries with
+// capped exponential backoff, so that Caddy starts (and `caddy validate`
+// passes) while the provider is down, and a down provider is not hammered.
+type discovery struct {
+	issuer   string
+	clientID string
+	secret   string
+	scopes   []string
+	client   *http.Client
+	ctx      context.Context // long-lived: go-oidc fetches JWKS with it
+	now      func() time.Time
+
+	group singleflight.Group
+
+	mu      sync.Mutex
+	info    *providerInfo
+	lastErr error
+	retryAt time.Time
+	backoff time.Duration
+}
+
+func (d *discovery) get(ctx context.Context) (*providerInfo, error) {
+	d.mu.Lock()
+	if d.info != nil {
+		info := d.info
+		d.mu.Unlock()
+		return info, nil
+	}
+	if d.lastErr != nil && d.now().Before(d.retryAt) {
+		err := d.lastErr
+		d.mu.Unlock()
+		return nil, err
+	}
+	d.mu.Unlock()
+
+	ch := d.group.DoChan("discover", func() (any, error) {
+		info, err := d.discover()
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if err != nil {
+			if d.backoff == 0 {
+				d.backoff = discoveryMinRetry
+			} else {
+				d.backoff = min(2*d.backoff, discoveryMaxRetry)
+			}
+			d.lastErr = err
+			d.retryAt = d.now().Add(d.backoff)
+			return nil, err
+		}
+		d.info, d.lastErr, d.backoff = info, nil, 0
+		return info, nil
+	})
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", errProviderDown, ctx.Err())
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*providerInfo), nil
+	}
+}
+
+func (d *discovery) discover() (*providerInfo, error) {
+	ctx, cancel := context.WithTimeout(d.ctx, providerTimeout)
+	defer cancel()
+	p, err := oidc.NewProvider(oidc.ClientContext(ctx, d.client), d.issuer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: discovery: %w", errProviderDown, err)
+	}
+	// NewProvider bound the key set to the short ctx's client only, not to
+	// its deadline (go-oidc detaches it); our client's Timeout bounds
+	// every JWKS fetch.
+	var extra struct {
+		Revocation string `json:"revocation_endpoint"`
+		EndSession string `json:"end_session_endpoint"`
+	}
+	if err := p.Claims(&extra); err != nil {
+		return nil, fmt.Errorf("%w: discovery document: %w", errProviderDown, err)
+	}
+	return &providerInfo{
+		oidc:     p,
+		verifier: p.Verifier(&oidc.Config{ClientID: d.clientID, Now: d.now}),
+		oauth: oauth2.Config{
+			ClientID:     d.clientID,
+			ClientSecret: d.secret,
+			Endpoint:     p.Endpoint(),
+			Scopes:       d.scopes,
+		},
+		revocation: extra.Revocation,
+		endSession: extra.EndSession,
+		userinfo:   p.UserInfoEndpoint(),
+	}, nil
+}
+
+// clientCtx returns ctx carrying our bounded HTTP client for oauth2 and
+// go-oidc calls.
+func (d *discovery) clientCtx(ctx context.Context) context.Context {
+	return oidc.ClientContext(ctx, d.client)
+}

@@ -1,0 +1,114 @@
+package oidcauth
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"strings"
+	"time"
+)
+
+// session is what a login establishes. Field names are short because the
+// cookie store seals the JSON into cookies.
+type session struct {
+	ID           string         `json:"i"`
+	Subject      string         `json:"s"`
+	SID          string         `json:"sid,omitempty"` // the provider's session id (back-channel logout)
+	Claims       map[string]any `json:"c,omitempty"`
+	AccessToken  string         `json:"at,omitempty"`
+	RefreshToken string         `json:"rt,omitempty"`
+	IDToken      string         `json:"it,omitempty"`
+	TokenExpiry  int64          `json:"ax,omitempty"` // unix seconds; 0 = unknown
+	Created      int64          `json:"ct"`           // unix seconds
+	LastSeen     int64          `json:"ls"`           // unix seconds
+
+	key string // hashID(ID), set before the session is shared
+}
+
+// hkey returns the session's store/cache key, computing it when unset.
+func (s *session) hkey() string {
+	if s.key == "" {
+		return hashID(s.ID)
+	}
+	return s.key
+}
+
+// newSessionID returns 256 random bits, base64url: unguessable, and fresh
+// for every login so that a planted id is never adopted (no fixation).
+func newSessionID() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// hashID is the non-secret form of a session id used as a store key and
+// cache key: a server-side store never holds the id a cookie carries.
+func hashID(id string) string {
+	sum := sha256.Sum256([]byte("caddy-bff session\x00" + id))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// expiresAt is the absolute end of the session (its lifetime).
+func (s *session) expiresAt(lifetime time.Duration) time.Time {
+	return time.Unix(s.Created, 0).Add(lifetime)
+}
+
+// idleExpiresAt is when the session ends unless it is used again.
+func (s *session) idleExpiresAt(idle time.Duration) time.Time {
+	return time.Unix(s.LastSeen, 0).Add(idle)
+}
+
+// alive reports whether neither the lifetime nor the idle timeout passed.
+func (s *session) alive(now time.Time, idle, lifetime time.Duration) bool {
+	return now.Before(s.expiresAt(lifetime)) && now.Before(s.idleExpiresAt(idle))
+}
+
+// end is the earlier of the two expiries: how long a store or a revocation
+// list must remember the session.
+func (s *session) end(idle, lifetime time.Duration) time.Time {
+	a, b := s.expiresAt(lifetime), s.idleExpiresAt(idle)
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// scopes reads the user's scopes from the `scope` claim: a space-separated
+// string or an array of strings.
+func scopesFromClaim(v any) []string {
+	switch v := v.(type) {
+	case string:
+		return strings.Fields(v)
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, e := range v {
+			if s, ok := e.(string); ok && s != "" {
+				out = append(out, s)
+			}
+		}
+		return out
+	case []string:
+		return v
+	}
+	return nil
+}
+
+// identity builds the read-only view later handlers get.
+func (s *session) identity(idle, lifetime time.Duration) *Identity {
+	id := &Identity{
+		Subject:       s.Subject,
+		Claims:        s.Claims,
+		Scopes:        scopesFromClaim(s.Claims["scope"]),
+		ExpiresAt:     s.expiresAt(lifetime),
+		idleExpiresAt: s.idleExpiresAt(idle),
+		sessionKey:    s.hkey(),
+		accessToken:   s.AccessToken,
+	}
+	if email, ok := s.Claims["email"].(string); ok {
+		id.Email = email
+	}
+	if s.TokenExpiry > 0 {
+		id.tokenExpiry = time.Unix(s.TokenExpiry, 0)
+	}
+	return id
+}
