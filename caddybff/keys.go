@@ -1,0 +1,187 @@
+package caddybff
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// minRSABits is the smallest RSA modulus accepted for signing or
+// publishing (NIST SP 800-131A: 2048 bits is the floor since 2014).
+const minRSABits = 2048
+
+// maxKeyFileSize bounds a signing key file read by path: a PEM key is a
+// few KiB at most, and a mistaken path should not pull a large file into
+// memory.
+const maxKeyFileSize = 1 << 20
+
+// signingKey is a parsed key of bff_token and bff_jwks. Both derive kid the
+// same way from the public key, so a token's kid always names its JWK.
+type signingKey struct {
+	// private signs; nil when only the public key was given (bff_jwks).
+	private crypto.PrivateKey
+	public  crypto.PublicKey
+	method  jwt.SigningMethod
+	// kid is the RFC 7638 JWK SHA-256 thumbprint of public, base64url
+	// without padding.
+	kid string
+}
+
+// alg is the JWS "alg" (RFC 7518 §3.1) the key signs with.
+func (k *signingKey) alg() string { return k.method.Alg() }
+
+// jwk is the public JWK published in the key set (RFC 7517 §4).
+func (k *signingKey) jwk() jose.JSONWebKey {
+	return jose.JSONWebKey{Key: k.public, KeyID: k.kid, Algorithm: k.alg(), Use: "sig"}
+}
+
+// resolveKeyMaterial turns a signing_key setting into PEM bytes: global
+// placeholders ({env.*}, {file.*}) are resolved, failing on unknown or empty
+// ones, and a value that is not PEM is read as a file path. Errors never
+// echo the value, which may be a key.
+func resolveKeyMaterial(v string) ([]byte, error) {
+	s, err := caddy.NewReplacer().ReplaceOrErr(v, true, true)
+	if err != nil {
+		return nil, fmt.Errorf("resolving placeholders: %w", err)
+	}
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "-----BEGIN") {
+		return []byte(s), nil
+	}
+	if s == "" || strings.ContainsAny(s, "\r\n") || len(s) > 4096 {
+		return nil, errors.New("value is neither PEM nor a file path")
+	}
+	f, err := os.Open(s)
+	if err != nil {
+		return nil, fmt.Errorf("reading key file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading key file: %w", err)
+	}
+	if len(b) > maxKeyFileSize {
+		return nil, fmt.Errorf("key file %s is larger than %d bytes", s, maxKeyFileSize)
+	}
+	return b, nil
+}
+
+// loadSigningKey resolves and parses a key setting. allowPublic admits a
+// public key ("PUBLIC KEY", PKIX), which can be published but not sign.
+func loadSigningKey(v string, allowPublic bool) (*signingKey, error) {
+	b, err := resolveKeyMaterial(v)
+	if err != nil {
+		return nil, err
+	}
+	return parseKey(b, allowPublic)
+}
+
+// parseKey reads the first key block of PEM text: PKCS#8 "PRIVATE KEY",
+// SEC1 "EC PRIVATE KEY", PKCS#1 "RSA PRIVATE KEY" or, with allowPublic,
+// PKIX "PUBLIC KEY". Other blocks (such as OpenSSL's "EC PARAMETERS") are
+// skipped. Only EC P-256 (ES256), RSA of at least 2048 bits (RS256) and
+// Ed25519 (EdDSA) keys are accepted.
+func parseKey(b []byte, allowPublic bool) (*signingKey, error) {
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return nil, errors.New("no PEM key block found")
+		}
+		if _, encrypted := block.Headers["Proc-Type"]; encrypted {
+			return nil, errors.New("encrypted PEM keys are not supported")
+		}
+		var (
+			key any
+			err error
+		)
+		switch block.Type {
+		case "PRIVATE KEY":
+			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(block.Bytes)
+		case "RSA PRIVATE KEY":
+			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+		case "PUBLIC KEY":
+			if !allowPublic {
+				return nil, errors.New("need a private key, got a public key")
+			}
+			key, err = x509.ParsePKIXPublicKey(block.Bytes)
+		case "ENCRYPTED PRIVATE KEY":
+			return nil, errors.New("encrypted PEM keys are not supported")
+		default:
+			continue
+		}
+		if err != nil {
+			// x509 parse errors describe the structure, not the key bytes.
+			return nil, fmt.Errorf("parsing %s: %w", strings.ToLower(block.Type), err)
+		}
+		return newSigningKey(key)
+	}
+}
+
+// newSigningKey checks the key's type and size and derives alg and kid.
+func newSigningKey(key any) (*signingKey, error) {
+	k := new(signingKey)
+	switch key := key.(type) {
+	case *ecdsa.PrivateKey:
+		k.private, k.public = key, &key.PublicKey
+	case *rsa.PrivateKey:
+		k.private, k.public = key, &key.PublicKey
+	case ed25519.PrivateKey:
+		k.private, k.public = key, key.Public()
+	case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
+		k.public = key
+	default:
+		return nil, fmt.Errorf("unsupported key type %T: need EC P-256, RSA or Ed25519", key)
+	}
+	switch pub := k.public.(type) {
+	case *ecdsa.PublicKey:
+		if pub.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("EC key on curve %s: need P-256", pub.Curve.Params().Name)
+		}
+		k.method = jwt.SigningMethodES256
+	case *rsa.PublicKey:
+		if bits := pub.N.BitLen(); bits < minRSABits {
+			return nil, fmt.Errorf("RSA key is %d bits: need at least %d", bits, minRSABits)
+		}
+		k.method = jwt.SigningMethodRS256
+	case ed25519.PublicKey:
+		k.method = jwt.SigningMethodEdDSA
+	}
+	kid, err := thumbprint(k.public)
+	if err != nil {
+		return nil, err
+	}
+	k.kid = kid
+	return k, nil
+}
+
+// thumbprint is the RFC 7638 SHA-256 JWK thumbprint of pub, base64url
+// without padding (RFC 7638 §3.1, as used for kid in RFC 9449 and others).
+func thumbprint(pub crypto.PublicKey) (string, error) {
+	jwk := jose.JSONWebKey{Key: pub}
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", fmt.Errorf("computing key thumbprint: %w", err)
+	}
+	if len(tp) != sha256.Size {
+		return "", errors.New("computing key thumbprint: unexpected length")
+	}
+	return base64.RawURLEncoding.EncodeToString(tp), nil
+}

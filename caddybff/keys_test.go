@@ -1,0 +1,132 @@
+package caddybff
+
+import (
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"encoding/base64"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadSigningKey(t *testing.T) {
+	k := keysOnce()
+	ecKey, rsaKey := k.ec.(*ecdsa.PrivateKey), k.rsa.(*rsa.PrivateKey)
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(keyFile, []byte(pkcs8PEM(t, k.ec)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BFF_TEST_KEY", pkcs8PEM(t, k.ed))
+	t.Setenv("BFF_TEST_EMPTY", "")
+
+	tests := []struct {
+		name        string
+		value       string
+		allowPublic bool
+		alg         string
+		private     bool
+		wantErr     string
+	}{
+		{name: "ec pkcs8", value: pkcs8PEM(t, k.ec), alg: "ES256", private: true},
+		{name: "ec sec1 after ec parameters", value: sec1PEM(t, ecKey), alg: "ES256", private: true},
+		{name: "rsa pkcs1", value: pkcs1PEM(rsaKey), alg: "RS256", private: true},
+		{name: "rsa pkcs8", value: pkcs8PEM(t, k.rsa), alg: "RS256", private: true},
+		{name: "ed25519 pkcs8", value: pkcs8PEM(t, k.ed), alg: "EdDSA", private: true},
+		{name: "surrounding white space", value: "\n  " + pkcs8PEM(t, k.ec) + "\n", alg: "ES256", private: true},
+		{name: "file path", value: keyFile, alg: "ES256", private: true},
+		{name: "file placeholder", value: "{file." + keyFile + "}", alg: "ES256", private: true},
+		{name: "env placeholder", value: "{env.BFF_TEST_KEY}", alg: "EdDSA", private: true},
+		{name: "public key where allowed", value: publicPEM(t, k.rsa), allowPublic: true, alg: "RS256"},
+
+		{name: "public key to sign", value: publicPEM(t, k.ec), wantErr: "need a private key"},
+		{name: "ec p-384", value: pkcs8PEM(t, k.p384), wantErr: "need P-256"},
+		{name: "rsa 1024", value: pkcs1PEM(k.rsa1024.(*rsa.PrivateKey)), wantErr: "RSA key is 1024 bits"},
+		{name: "encrypted pkcs8", value: pemBlock("ENCRYPTED PRIVATE KEY", []byte{1, 2, 3}), wantErr: "encrypted"},
+		{name: "legacy encrypted pem", value: "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00000000000000000000000000000000\n\nAAAA\n-----END RSA PRIVATE KEY-----\n", wantErr: "encrypted"},
+		{name: "certificate only", value: pemBlock("CERTIFICATE", []byte{1, 2, 3}), wantErr: "no PEM key block"},
+		{name: "truncated pem", value: strings.Join(strings.Split(pkcs8PEM(t, k.ec), "\n")[:2], "\n"), wantErr: "no PEM key block"},
+		{name: "corrupt der", value: pemBlock("PRIVATE KEY", []byte{0x30, 0x03, 1, 2, 3}), wantErr: "parsing private key"},
+		{name: "missing file", value: filepath.Join(dir, "nope.pem"), wantErr: "no such file"},
+		{name: "missing file placeholder", value: "{file." + filepath.Join(dir, "nope.pem") + "}", wantErr: "resolving placeholders"},
+		{name: "unset env", value: "{env.BFF_TEST_UNSET_XYZ}", wantErr: "resolving placeholders"},
+		{name: "empty env", value: "{env.BFF_TEST_EMPTY}", wantErr: "resolving placeholders"},
+		{name: "unknown placeholder", value: "{http.request.host}", wantErr: "resolving placeholders"},
+		{name: "base64 key without armour", value: "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\nAAAA", wantErr: "neither PEM nor a file path"},
+		{name: "empty", value: "", wantErr: "neither PEM nor a file path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key, err := loadSigningKey(tt.value, tt.allowPublic)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want it to contain %q", err, tt.wantErr)
+				}
+				// Errors must never echo key material.
+				if strings.Contains(err.Error(), "MII") || strings.Contains(err.Error(), "BEGIN") {
+					t.Fatalf("error echoes the key: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if key.alg() != tt.alg {
+				t.Errorf("alg = %s, want %s", key.alg(), tt.alg)
+			}
+			if (key.private != nil) != tt.private {
+				t.Errorf("private = %v, want %v", key.private != nil, tt.private)
+			}
+			if raw, err := base64.RawURLEncoding.DecodeString(key.kid); err != nil || len(raw) != 32 {
+				t.Errorf("kid %q is not a base64url SHA-256 thumbprint", key.kid)
+			}
+		})
+	}
+}
+
+// The kid of a private key and of its public key are the same, whatever
+// the PEM form, so bff_jwks may be given either.
+func TestKIDIsStableAcrossForms(t *testing.T) {
+	k := keysOnce()
+	forms := [][]string{
+		{pkcs8PEM(t, k.ec), sec1PEM(t, k.ec.(*ecdsa.PrivateKey)), publicPEM(t, k.ec)},
+		{pkcs8PEM(t, k.rsa), pkcs1PEM(k.rsa.(*rsa.PrivateKey)), publicPEM(t, k.rsa)},
+		{pkcs8PEM(t, k.ed), publicPEM(t, k.ed)},
+	}
+	seen := map[string]bool{}
+	for _, group := range forms {
+		var kid string
+		for i, v := range group {
+			key, err := loadSigningKey(v, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				kid = key.kid
+			} else if key.kid != kid {
+				t.Errorf("form %d: kid %s, want %s", i, key.kid, kid)
+			}
+		}
+		if seen[kid] {
+			t.Errorf("kid %s shared by different keys", kid)
+		}
+		seen[kid] = true
+	}
+}
+
+// RFC 7638 §3.1's example key and thumbprint.
+func TestThumbprintRFC7638(t *testing.T) {
+	n, err := base64.RawURLEncoding.DecodeString("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := newSigningKey(&rsa.PublicKey{N: new(big.Int).SetBytes(n), E: 65537})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"; key.kid != want {
+		t.Errorf("kid = %s, want %s", key.kid, want)
+	}
+}
