@@ -146,8 +146,8 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 		AccessToken:  tok.AccessToken,
 		RefreshToken: tok.RefreshToken,
 		IDToken:      rawID,
-		Created:      now.Unix(),
-		LastSeen:     now.Unix(),
+		Created:      now.UnixMilli(),
+		LastSeen:     now.UnixMilli(),
 	}
 	if sid, ok := idClaims["sid"].(string); ok {
 		s.SID = sid

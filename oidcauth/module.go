@@ -389,9 +389,9 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, public bo
 		}
 	}
 
-	if now.Unix()-s.LastSeen >= int64(h.touchInterval/time.Second) && !(r.URL.Path == h.UserPath && r.URL.Query().Get("touch") == "false") {
+	if now.UnixMilli()-s.LastSeen >= h.touchInterval.Milliseconds() && !(r.URL.Path == h.UserPath && r.URL.Query().Get("touch") == "false") {
 		ns := *s
-		ns.LastSeen = now.Unix()
+		ns.LastSeen = now.UnixMilli()
 		cookie, err := h.store.save(r.Context(), &ns, false, ns.end(h.idle, h.lifetime))
 		switch {
 		case err == nil:

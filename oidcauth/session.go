@@ -19,8 +19,8 @@ type session struct {
 	RefreshToken string         `json:"rt,omitempty"`
 	IDToken      string         `json:"it,omitempty"`
 	TokenExpiry  int64          `json:"ax,omitempty"` // unix seconds; 0 = unknown
-	Created      int64          `json:"ct"`           // unix seconds
-	LastSeen     int64          `json:"ls"`           // unix seconds
+	Created      int64          `json:"ct"`           // unix milliseconds
+	LastSeen     int64          `json:"ls"`           // unix milliseconds
 
 	key string // hashID(ID), set before the session is shared
 }
@@ -50,12 +50,12 @@ func hashID(id string) string {
 
 // expiresAt is the absolute end of the session (its lifetime).
 func (s *session) expiresAt(lifetime time.Duration) time.Time {
-	return time.Unix(s.Created, 0).Add(lifetime)
+	return time.UnixMilli(s.Created).Add(lifetime)
 }
 
 // idleExpiresAt is when the session ends unless it is used again.
 func (s *session) idleExpiresAt(idle time.Duration) time.Time {
-	return time.Unix(s.LastSeen, 0).Add(idle)
+	return time.UnixMilli(s.LastSeen).Add(idle)
 }
 
 // alive reports whether neither the lifetime nor the idle timeout passed.
