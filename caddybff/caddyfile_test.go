@@ -3,9 +3,11 @@ package caddybff
 import (
 	"crypto/rsa"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,8 +30,12 @@ func keyFiles(t *testing.T) *strings.Replacer {
 		"KEY_P384":    pkcs8PEM(t, k.p384),
 		"KEY_RSA1024": pkcs1PEM(k.rsa1024.(*rsa.PrivateKey)),
 	}
+	// Longer names first: NewReplacer tries its pairs in order, and
+	// KEY_RSA must not match the start of KEY_RSA1024.
+	names := slices.SortedFunc(maps.Keys(files), func(a, b string) int { return len(b) - len(a) })
 	var pairs []string
-	for name, pem := range files {
+	for _, name := range names {
+		pem := files[name]
 		path := filepath.Join(dir, strings.ToLower(name)+".pem")
 		if err := os.WriteFile(path, []byte(pem), 0o600); err != nil {
 			t.Fatal(err)
@@ -68,7 +74,9 @@ var caddyfileCases = []struct {
 	{"token: nested block", "bff_token {\n ttl 5m {\n x\n }\n}", "subdirectives take no block"},
 	{"jwks: nested block", "bff_jwks {\n signing_key KEY_EC {\n }\n}", "subdirectives take no block"},
 
-	{"token: exchange", "bff_token {\n mode exchange\n audience a\n}", "bff_token: mode exchange is not available yet"},
+	{"token: exchange without audience", "bff_token {\n mode exchange\n}", "bff_token: mode exchange needs audience"},
+	{"token: exchange", "bff_token {\n mode exchange\n audience a\n scopes x y\n}", ""},
+	{"token: exchange with ttl", "bff_token {\n mode exchange\n audience a\n ttl 1m\n}", "ttl does not apply to mode exchange"},
 	{"token: mint without audience", "bff_token {\n mode mint\n signing_key KEY_EC\n}", "bff_token: mode mint needs audience"},
 	{"token: mint without key", "bff_token {\n mode mint\n audience a\n}", "bff_token: mode mint needs signing_key"},
 	{"token: ttl too short", "bff_token {\n mode mint\n audience a\n ttl 5s\n signing_key KEY_EC\n}", "bff_token: ttl 5s is out of range"},

@@ -132,6 +132,11 @@ func (t *Token) Provision(ctx caddy.Context) error {
 	if t.mode == "" {
 		t.mode = modeAccessToken
 	}
+	if t.mode == modeExchange {
+		t.cache = newTokenCache(maxCachedTokens)
+		t.cache.sweepEvery(ctx, t.logger, time.Now)
+		return nil
+	}
 	if t.mode != modeMint {
 		return nil
 	}
@@ -173,9 +178,7 @@ func (t *Token) Validate() error {
 		mode = modeAccessToken
 	}
 	switch mode {
-	case modeAccessToken, modeMint:
-	case modeExchange:
-		return errors.New("bff_token: mode exchange is not available yet")
+	case modeAccessToken, modeMint, modeExchange:
 	default:
 		return fmt.Errorf("bff_token: unknown mode %q: want access_token, exchange or mint", mode)
 	}
@@ -183,6 +186,30 @@ func (t *Token) Validate() error {
 	// Settings of another mode are errors, not silently ignored: a
 	// forgotten `mode mint` must not leave `scopes` looking like it
 	// narrows the forwarded access token.
+	if mode == modeExchange {
+		if t.Audience == "" {
+			return errors.New("bff_token: mode exchange needs audience")
+		}
+		for i, s := range t.Scopes {
+			if s == "" || strings.ContainsFunc(s, isSpace) {
+				return fmt.Errorf("bff_token: scopes: scope %d (%q) is empty or contains white space", i+1, s)
+			}
+		}
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"ttl", t.TTL != 0},
+			{"issuer", t.Issuer != ""},
+			{"claims", len(t.Claims) > 0},
+			{"signing_key", t.SigningKey != ""},
+		} {
+			if f.set {
+				return fmt.Errorf("bff_token: %s does not apply to mode exchange (the provider issues the token)", f.name)
+			}
+		}
+		return nil
+	}
 	if mode != modeMint {
 		for _, f := range []struct {
 			name string
@@ -247,6 +274,22 @@ func (t *Token) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 	var header string
 	switch t.mode {
+	case modeExchange:
+		var status int
+		header, status = t.exchangedHeader(r, id)
+		switch status {
+		case 0:
+		case http.StatusUnauthorized:
+			unauthorized(w, r, "session has no access token; log in again")
+			return nil
+		case http.StatusForbidden:
+			problem.Error(w, r, status, "the identity provider refused a token for this service")
+			return nil
+		default:
+			problem.Write(w, r, problem.Details{Status: http.StatusServiceUnavailable,
+				Detail: "identity provider unavailable; try again shortly", RetryAfter: 5})
+			return nil
+		}
 	case modeMint:
 		var status int
 		header, status = t.mintedHeader(r, id)

@@ -31,6 +31,7 @@ type Identity struct {
 	idleExpiresAt time.Time
 	accessToken   string
 	tokenExpiry   time.Time
+	handler       *Handler // for Exchange; nil in test identities
 }
 
 // IdentityFrom returns the identity oidc_auth attached to r, if any.

@@ -412,6 +412,7 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, public bo
 	}
 
 	id := s.identity(h.idle, h.lifetime)
+	id.handler = h
 	h.attach(r, id)
 	return id, true
 }

@@ -96,8 +96,15 @@ func (o gwOpts) caddyfile(addr, issuer, upstream, keyFile string) string {
 			claims email name
 			signing_key %s
 		}`, addr, keyFile)
-	if mode == "access_token" {
+	switch mode {
+	case "access_token":
 		token = "bff_token"
+	case "exchange":
+		token = `bff_token {
+			mode exchange
+			audience test-api
+			scopes recipes:read
+		}`
 	}
 	return harness.Caddyfile(fmt.Sprintf(`http://%[1]s {
 	log {

@@ -379,7 +379,7 @@ func (c *Caddy) Stop() {
 // Validate runs `bin validate --config FILE --adapter caddyfile` on
 // caddyfile in a temporary directory and returns its combined output; err
 // is non-nil when Caddy rejects the config.
-func Validate(bin, caddyfile string) (string, error) {
+func Validate(bin, caddyfile string, env ...string) (string, error) {
 	dir, err := os.MkdirTemp("", "caddy-bff-validate-")
 	if err != nil {
 		return "", err
@@ -389,7 +389,7 @@ func Validate(bin, caddyfile string) (string, error) {
 	if err := os.WriteFile(file, []byte(caddyfile), 0o600); err != nil {
 		return "", err
 	}
-	env, err := isolatedEnv(dir, nil)
+	environ, err := isolatedEnv(dir, env)
 	if err != nil {
 		return "", err
 	}
@@ -397,7 +397,7 @@ func Validate(bin, caddyfile string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "validate", "--config", file, "--adapter", "caddyfile")
 	cmd.Dir = dir
-	cmd.Env = env
+	cmd.Env = environ
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

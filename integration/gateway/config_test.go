@@ -1,0 +1,82 @@
+package gateway
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/caddy-bff/caddy-bff/integration/internal/harness"
+)
+
+// exampleEnv is what an operator exports before running Caddyfile.example.
+func exampleEnv(t *testing.T) []string {
+	return []string{
+		"OIDC_CLIENT_SECRET=example-secret",
+		"SESSION_KEY=" + sessionKeyA,
+		"SESSION_KEY_PREVIOUS=" + sessionKeyB,
+		"BFF_SIGNING_KEY_FILE=" + writeSigningKey(t),
+	}
+}
+
+func TestCaddyfileExampleValidates(t *testing.T) {
+	bin := harness.MustBuildCaddy(t)
+	src, err := os.ReadFile("../../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := harness.Validate(bin, string(src), exampleEnv(t)...)
+	if err != nil || !strings.Contains(out, "Valid configuration") {
+		t.Fatalf("caddy validate Caddyfile.example: %v\n%s", err, out)
+	}
+	// Without its secrets it must refuse to start, naming what is missing.
+	out, err = harness.Validate(bin, string(src))
+	if err == nil || !strings.Contains(out, "oidc_auth") {
+		t.Fatalf("validate without secrets passed or said nothing useful: %v\n%s", err, out)
+	}
+}
+
+func TestListModules(t *testing.T) {
+	bin := harness.MustBuildCaddy(t)
+	out, err := exec.Command(bin, "list-modules").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, id := range []string{"http.handlers.oidc_auth", "http.handlers.bff_token", "http.handlers.bff_jwks"} {
+		if !strings.Contains(string(out), id+"\n") {
+			t.Errorf("caddy list-modules lacks %s", id)
+		}
+	}
+}
+
+func TestValidateRejectsBadConfig(t *testing.T) {
+	bin := harness.MustBuildCaddy(t)
+	key := writeSigningKey(t)
+	oidc := func(body string) string {
+		return harness.Caddyfile("http://127.0.0.1:1 {\n\toidc_auth {\n" + body + "\n\t}\n\trespond ok\n}\n")
+	}
+	for _, tc := range []struct {
+		name, cfg, want string
+	}{
+		{"missing issuer", oidc("client_id x\nsession {\nkeys " + sessionKeyA + "\n}"), "oidc_auth: issuer is required"},
+		{"short key", oidc("issuer https://id.example\nclient_id x\nsession {\nkeys short-key\n}"), "key 1 is 9 bytes, need at least 32"},
+		{"no keys", oidc("issuer https://id.example\nclient_id x"), "session keys are required"},
+		{"unknown subdirective", oidc("issuer https://id.example\nfrobnicate 1"), `unrecognized subdirective \"frobnicate`},
+		{"bad duration", oidc("refresh_skew tomorrow"), `refresh_skew: bad duration \"tomorrow`},
+		{"bad idle", oidc("session {\nidle_timeout 5 minutes\n}"), "wrong argument count"},
+		{"unset env", oidc("issuer https://id.example\nclient_id x\nsession {\nkeys {env.BFF_UNSET_FOR_TEST}\n}"), "BFF_UNSET_FOR_TEST"},
+		{"mint without audience", harness.Caddyfile("http://127.0.0.1:1 {\n\tbff_token {\n\t\tmode mint\n\t\tsigning_key " + key + "\n\t}\n}\n"), "bff_token"},
+		{"bad mode", harness.Caddyfile("http://127.0.0.1:1 {\n\tbff_token {\n\t\tmode magic\n\t}\n}\n"), "bff_token"},
+		{"jwks without key", harness.Caddyfile("http://127.0.0.1:1 {\n\tbff_jwks\n}\n"), "bff_jwks"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := harness.Validate(bin, tc.cfg)
+			if err == nil {
+				t.Fatalf("caddy validate accepted it:\n%s", tc.cfg)
+			}
+			if !strings.Contains(out, tc.want) {
+				t.Fatalf("output lacks %q:\n%s", tc.want, out)
+			}
+		})
+	}
+}
