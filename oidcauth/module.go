@@ -303,6 +303,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case h.UserPath:
 		h.serveUser(w, r)
 		return nil
+	case h.BackchannelLogoutPath:
+		h.serveBackchannel(w, r)
+		return nil
 	}
 
 	public := h.isPublic(r)

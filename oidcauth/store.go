@@ -30,36 +30,116 @@ type store interface {
 	remove(ctx context.Context, s *session, until time.Time) error
 }
 
-// revocations remembers ended session ids (hashed) until the sessions would
-// have expired anyway; the stateless cookie store needs it because a copy of
-// an old cookie stays cryptographically valid.
+// revocations remembers ended sessions until they would have expired
+// anyway; the stateless cookie store needs it because a copy of an old
+// cookie stays cryptographically valid. Sessions end one by one (logout:
+// by hashed id) or in bulk (back-channel logout: by the provider's sid, or
+// every session of a subject logged in before the logout).
 type revocations struct {
-	mu sync.RWMutex
-	m  map[string]time.Time
+	mu       sync.RWMutex
+	sessions map[string]time.Time // hashed id -> until
+	sids     map[string]time.Time // provider session id -> until
+	subs     map[string]subRevocation
+	jtis     map[string]time.Time // logout tokens seen (replay) -> until
 }
 
-func newRevocations() *revocations { return &revocations{m: make(map[string]time.Time)} }
+type subRevocation struct {
+	at    time.Time // sessions created before this are dead
+	until time.Time
+}
+
+func newRevocations() *revocations {
+	return &revocations{
+		sessions: make(map[string]time.Time),
+		sids:     make(map[string]time.Time),
+		subs:     make(map[string]subRevocation),
+		jtis:     make(map[string]time.Time),
+	}
+}
+
+func extend(m map[string]time.Time, key string, until time.Time) {
+	if old, ok := m[key]; !ok || until.After(old) {
+		m[key] = until
+	}
+}
 
 func (rv *revocations) add(key string, until time.Time) {
 	rv.mu.Lock()
-	if old, ok := rv.m[key]; !ok || until.After(old) {
-		rv.m[key] = until
-	}
+	extend(rv.sessions, key, until)
 	rv.mu.Unlock()
 }
 
+func (rv *revocations) addSID(sid string, until time.Time) {
+	rv.mu.Lock()
+	extend(rv.sids, sid, until)
+	rv.mu.Unlock()
+}
+
+func (rv *revocations) addSub(sub string, at, until time.Time) {
+	rv.mu.Lock()
+	old := rv.subs[sub]
+	rv.subs[sub] = subRevocation{at: maxTime(old.at, at), until: maxTime(old.until, until)}
+	rv.mu.Unlock()
+}
+
+// seenJTI records a logout token's jti and reports whether it was seen
+// before (a replay).
+func (rv *revocations) seenJTI(jti string, until time.Time) bool {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	if _, ok := rv.jtis[jti]; ok {
+		return true
+	}
+	rv.jtis[jti] = until
+	return false
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// has reports whether the session with this hashed id was ended.
 func (rv *revocations) has(key string, now time.Time) bool {
 	rv.mu.RLock()
-	until, ok := rv.m[key]
+	until, ok := rv.sessions[key]
 	rv.mu.RUnlock()
 	return ok && now.Before(until)
 }
 
+// ended reports whether s was ended by any route: its id, its provider
+// session, or a logout of all its subject's earlier sessions.
+func (rv *revocations) ended(s *session, now time.Time) bool {
+	rv.mu.RLock()
+	defer rv.mu.RUnlock()
+	if until, ok := rv.sessions[s.hkey()]; ok && now.Before(until) {
+		return true
+	}
+	if s.SID != "" {
+		if until, ok := rv.sids[s.SID]; ok && now.Before(until) {
+			return true
+		}
+	}
+	if r, ok := rv.subs[s.Subject]; ok && now.Before(r.until) && s.Created <= r.at.UnixMilli() {
+		return true
+	}
+	return false
+}
+
 func (rv *revocations) sweep(now time.Time) {
 	rv.mu.Lock()
-	for k, until := range rv.m {
-		if !now.Before(until) {
-			delete(rv.m, k)
+	for _, m := range []map[string]time.Time{rv.sessions, rv.sids, rv.jtis} {
+		for k, until := range m {
+			if !now.Before(until) {
+				delete(m, k)
+			}
+		}
+	}
+	for k, r := range rv.subs {
+		if !now.Before(r.until) {
+			delete(rv.subs, k)
 		}
 	}
 	rv.mu.Unlock()

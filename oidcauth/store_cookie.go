@@ -52,14 +52,14 @@ func (cs *cookieStore) load(_ context.Context, value string) (*session, error) {
 		cs.opened[value] = s
 		cs.mu.Unlock()
 	}
-	if cs.revoked.has(s.hkey(), cs.now()) {
+	if cs.revoked.ended(s, cs.now()) {
 		return nil, errNoSession
 	}
 	return s, nil
 }
 
 func (cs *cookieStore) save(_ context.Context, s *session, create bool, _ time.Time) (string, error) {
-	if !create && cs.revoked.has(s.hkey(), cs.now()) {
+	if !create && cs.revoked.ended(s, cs.now()) {
 		return "", errSessionEnded
 	}
 	pt, err := json.Marshal(s)
