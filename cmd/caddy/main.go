@@ -12,6 +12,7 @@ import (
 	// caddy-bff's modules.
 	_ "github.com/caddy-bff/caddy-bff/caddybff"
 	_ "github.com/caddy-bff/caddy-bff/oidcauth"
+	_ "github.com/caddy-bff/caddy-bff/scopeauthz"
 )
 
 func main() {

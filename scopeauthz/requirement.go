@@ -1,0 +1,270 @@
+package scopeauthz
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/caddy-bff/caddy-bff/oidcauth"
+)
+
+// Requirement keywords.
+const (
+	// Authenticated is met by any logged-in user.
+	Authenticated = "authenticated"
+	// Anonymous is met by everyone, logged in or not. It cannot be combined
+	// with other requirements.
+	Anonymous = "anonymous"
+)
+
+// DefaultClaim is the claim scopes are read from when none is configured.
+const DefaultClaim = "scope"
+
+type reqKind uint8
+
+const (
+	kindScopes reqKind = iota
+	kindAuthenticated
+	kindAnonymous
+)
+
+// Requirement is one term of a policy, as written: a scope such as
+// `recipes:read`; alternatives `recipes:read|admin`, met by any one of
+// them; `authenticated`, met by any logged-in user; or `anonymous`, met by
+// everyone. Only ParseRequirements builds them.
+type Requirement struct {
+	text string
+	kind reqKind
+	alts []string
+}
+
+// String returns the requirement as written.
+func (q Requirement) String() string { return q.text }
+
+// Requirements are the requirements of one rule, all of which must hold.
+// Only ParseRequirements builds them; the zero value admits no one.
+type Requirements struct {
+	list []Requirement
+}
+
+// String returns the requirements as written, space-separated.
+func (rs Requirements) String() string {
+	var b strings.Builder
+	for i, q := range rs.list {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(q.text)
+	}
+	return b.String()
+}
+
+// Anonymous reports whether rs admit everyone.
+func (rs Requirements) Anonymous() bool {
+	return len(rs.list) == 1 && rs.list[0].kind == kindAnonymous
+}
+
+// ParseRequirements parses requirement tokens, one requirement each: a
+// scope, `a|b` (either), `authenticated` or `anonymous`. A scope is one or
+// more printable ASCII characters other than space, `"`, `\` and `|`
+// (RFC 6749 §3.3 scope-token, less our separator), not starting with `/`,
+// and not `*`. `anonymous` must stand alone; the keywords cannot be
+// alternatives. At least one token is required.
+func ParseRequirements(tokens []string) (Requirements, error) {
+	if len(tokens) == 0 {
+		return Requirements{}, errors.New("no requirement")
+	}
+	rs := Requirements{list: make([]Requirement, 0, len(tokens))}
+	for _, tok := range tokens {
+		q, err := parseRequirement(tok)
+		if err != nil {
+			return Requirements{}, fmt.Errorf("requirement %q: %w", tok, err)
+		}
+		if q.kind == kindAnonymous && len(tokens) > 1 {
+			return Requirements{}, errors.New("anonymous admits everyone and cannot be combined with other requirements")
+		}
+		rs.list = append(rs.list, q)
+	}
+	return rs, nil
+}
+
+func parseRequirement(tok string) (Requirement, error) {
+	switch tok {
+	case Authenticated:
+		return Requirement{text: tok, kind: kindAuthenticated}, nil
+	case Anonymous:
+		return Requirement{text: tok, kind: kindAnonymous}, nil
+	case "":
+		return Requirement{}, errors.New("empty requirement")
+	}
+	q := Requirement{text: tok, kind: kindScopes}
+	for alt := range strings.SplitSeq(tok, "|") {
+		switch alt {
+		case "":
+			return Requirement{}, errors.New("empty alternative")
+		case Authenticated, Anonymous:
+			return Requirement{}, fmt.Errorf("%s cannot be an alternative", alt)
+		case "*":
+			return Requirement{}, errors.New("* is not a requirement: use anonymous or authenticated")
+		}
+		if alt[0] == '/' {
+			return Requirement{}, errors.New("looks like a path pattern: put path patterns before requirements")
+		}
+		for i := 0; i < len(alt); i++ {
+			if c := alt[i]; c < 0x21 || c > 0x7E || c == '"' || c == '\\' {
+				return Requirement{}, fmt.Errorf("character %q is not allowed in a scope", c)
+			}
+		}
+		q.alts = append(q.alts, alt)
+	}
+	return q, nil
+}
+
+// Check reports whether the user meets every requirement. id nil means
+// anonymous; scopes are the user's scopes (see ScopesFrom). When not, it
+// returns the first requirement not met, as written. The zero
+// Requirements admit no one.
+func (rs Requirements) Check(id *oidcauth.Identity, scopes []string) (ok bool, missing string) {
+	return rs.check(id, scopeSet{list: scopes})
+}
+
+// check is Check over any representation of the scopes. It does not
+// allocate.
+func (rs Requirements) check(id *oidcauth.Identity, scopes scopeSet) (bool, string) {
+	if len(rs.list) == 0 {
+		return false, ""
+	}
+	for i := range rs.list {
+		q := &rs.list[i]
+		switch q.kind {
+		case kindAnonymous:
+			// ParseRequirements keeps it alone.
+			return true, ""
+		case kindAuthenticated:
+			if id == nil {
+				return false, q.text
+			}
+		default:
+			if id == nil || !scopes.hasAny(q.alts) {
+				return false, q.text
+			}
+		}
+	}
+	return true, ""
+}
+
+// ScopesFrom returns the user's scopes from the named claim: a
+// space-separated string or an array of strings; a dotted name reaches
+// into nested objects (`realm_access.roles`), as Identity.Claim does. An
+// empty name means DefaultClaim; for it, Identity.Scopes stand in when the
+// claim is absent. A nil id or a claim of any other type has no scopes.
+func ScopesFrom(id *oidcauth.Identity, claim string) []string {
+	s := scopesOf(id, claim)
+	switch {
+	case s.list != nil:
+		return s.list
+	case s.arr != nil:
+		out := make([]string, 0, len(s.arr))
+		for _, v := range s.arr {
+			if v, ok := v.(string); ok && v != "" {
+				out = append(out, v)
+			}
+		}
+		return out
+	default:
+		var out []string
+		for i := 0; i < len(s.str); {
+			var f string
+			f, i = nextField(s.str, i)
+			if f != "" {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+}
+
+// scopeSet is the user's scopes in the form the claim holds them, so that
+// checking them does not allocate. At most one field is set.
+type scopeSet struct {
+	list []string
+	arr  []any
+	str  string
+}
+
+func scopesOf(id *oidcauth.Identity, claim string) scopeSet {
+	if id == nil {
+		return scopeSet{}
+	}
+	if claim == "" {
+		claim = DefaultClaim
+	}
+	v, ok := id.Claim(claim)
+	if !ok {
+		if claim == DefaultClaim {
+			return scopeSet{list: id.Scopes}
+		}
+		return scopeSet{}
+	}
+	switch v := v.(type) {
+	case string:
+		return scopeSet{str: v}
+	case []any:
+		return scopeSet{arr: v}
+	case []string:
+		return scopeSet{list: v}
+	}
+	return scopeSet{}
+}
+
+// hasAny reports whether the set holds one of the scopes.
+func (s scopeSet) hasAny(want []string) bool {
+	for _, w := range want {
+		if s.has(w) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s scopeSet) has(want string) bool {
+	if want == "" {
+		return false
+	}
+	for _, v := range s.list {
+		if v == want {
+			return true
+		}
+	}
+	for _, v := range s.arr {
+		if v, ok := v.(string); ok && v == want {
+			return true
+		}
+	}
+	for i := 0; i < len(s.str); {
+		var f string
+		f, i = nextField(s.str, i)
+		if f == want {
+			return true
+		}
+	}
+	return false
+}
+
+// nextField returns the field of s starting at or after i, separated by
+// ASCII white space, and the index after it. RFC 6749 §3.3 separates
+// scopes with spaces; tabs and newlines are tolerated.
+func nextField(s string, i int) (string, int) {
+	for i < len(s) && isSpace(s[i]) {
+		i++
+	}
+	start := i
+	for i < len(s) && !isSpace(s[i]) {
+		i++
+	}
+	return s[start:i], i
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+}
