@@ -56,6 +56,11 @@ func (h *Handler) serveBackchannel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lt, err := h.verifyLogoutToken(r, info, raw[0])
+	if errors.Is(err, errStoreDown) {
+		h.logger.Error("back-channel logout: session store unavailable", zap.String("request_id", requestid.From(r)), zap.Error(err))
+		problem.Error(w, r, http.StatusServiceUnavailable, "session store unavailable")
+		return
+	}
 	if err != nil {
 		h.logger.Debug("logout token rejected", zap.String("request_id", requestid.From(r)), zap.Error(err))
 		h.auditBackchannel(r, "", "", "rejected")
@@ -65,18 +70,34 @@ func (h *Handler) serveBackchannel(w http.ResponseWriter, r *http.Request) {
 
 	now := h.now()
 	until := now.Add(h.lifetime)
+	sctx := r.Context()
 	if lt.SID != "" {
-		h.state.revoked.addSID(lt.SID, until)
+		err = h.ends.endSID(sctx, lt.SID, until)
 	} else {
-		h.state.revoked.addSub(lt.Subject, now, until)
+		err = h.ends.endSub(sctx, lt.Subject, now, until)
 	}
-	n := h.state.memory.removeWhere(func(s *session) bool {
-		if lt.SID != "" {
-			return s.SID == lt.SID
-		}
-		return s.Subject == lt.Subject
-	})
-	h.logger.Debug("back-channel logout", zap.String("request_id", requestid.From(r)), zap.Int("memory_sessions_ended", n))
+	n := 0
+	switch st := h.store.(type) {
+	case *memoryStore:
+		n = st.removeWhere(func(s *session) bool {
+			if lt.SID != "" {
+				return s.SID == lt.SID
+			}
+			return s.Subject == lt.Subject
+		})
+	case *redisStore:
+		var rerr error
+		n, rerr = st.removeSessions(sctx, lt.Subject, lt.SID)
+		err = errors.Join(err, rerr)
+	}
+	if err != nil {
+		// The provider retries on a non-200: say so rather than claim
+		// sessions ended that may not have.
+		h.logger.Error("back-channel logout: session store unavailable", zap.String("request_id", requestid.From(r)), zap.Error(err))
+		problem.Error(w, r, http.StatusServiceUnavailable, "session store unavailable")
+		return
+	}
+	h.logger.Debug("back-channel logout", zap.String("request_id", requestid.From(r)), zap.Int("sessions_ended", n))
 	h.auditBackchannel(r, lt.Subject, lt.SID, "success")
 	w.WriteHeader(http.StatusOK)
 }
@@ -138,7 +159,11 @@ func (h *Handler) verifyLogoutToken(r *http.Request, info *providerInfo, raw str
 	if err := json.Unmarshal(ev, &obj); err != nil {
 		return nil, fmt.Errorf("logout event is not a JSON object: %w", err)
 	}
-	if h.state.revoked.seenJTI(tok.Issuer+"\x00"+c.JTI, expires.Add(clockSkew)) {
+	seen, err := h.ends.seenJTI(ctx, tok.Issuer+"\x00"+c.JTI, expires.Add(clockSkew))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errStoreDown, err)
+	}
+	if seen {
 		return nil, errors.New("logout token replayed")
 	}
 	return &logoutToken{Subject: c.Sub, SID: c.SID}, nil

@@ -5,6 +5,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
 )
 
 func init() {
@@ -39,10 +41,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		prompt        <value>
 //		auth_params   <name> <value>
 //		session {
-//			store        cookie|memory
+//			store        cookie|memory|redis
 //			keys         <secret...>
 //			idle_timeout <duration>
 //			lifetime     <duration>
+//			redis {
+//				address <host:port...>
+//				...       (see caddybff/redisconf)
+//			}
 //		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -149,6 +155,11 @@ func (h *Handler) unmarshalSession(d *caddyfile.Dispenser) error {
 		case "store":
 			if !d.Args(&h.Session.Store) || d.NextArg() {
 				return d.ArgErr()
+			}
+		case "redis":
+			h.Session.Redis = new(redisconf.Config)
+			if err := h.Session.Redis.UnmarshalCaddyfile(d); err != nil {
+				return err
 			}
 		case "keys":
 			h.Session.Keys = d.RemainingArgs()

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-bff/caddy-bff/caddybff/problem"
+	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
 	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
 )
 
@@ -86,6 +87,9 @@ type Handler struct {
 	clientSecret  string
 	keys          *keyring
 	store         store
+	ends          endings
+	redis         *redisCoord // nil without a redis block
+	releaseRedis  func()
 	state         *sharedState
 	stateKey      string
 	disc          *discovery
@@ -102,8 +106,13 @@ type Handler struct {
 
 // SessionConfig configures where sessions live and how long.
 type SessionConfig struct {
-	// cookie (default): sealed into the cookie; memory: this process only.
+	// cookie (default): sealed into the cookie; memory: this process only;
+	// redis: shared by every instance.
 	Store string `json:"store,omitempty"`
+	// Redis connection for store redis. With the cookie store it shares
+	// ended sessions, logout-token ids and refresh results between
+	// instances. Default address 127.0.0.1:6379.
+	Redis *redisconf.Config `json:"redis,omitempty"`
 	// Secrets of at least 32 bytes; the first seals, all open (rotation).
 	// Use placeholders ({env.SESSION_KEY}). Required.
 	Keys []string `json:"keys,omitempty"`
@@ -204,9 +213,29 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("oidc_auth: %w", err)
 	}
 	h.state = st.(*sharedState)
+	h.ends = memoryEndings{rv: h.state.revoked, now: h.now}
+	if h.Session.Store == "redis" && h.Session.Redis == nil {
+		h.Session.Redis = new(redisconf.Config)
+	}
+	if h.Session.Redis != nil {
+		rc, err := h.Session.Redis.Resolve()
+		if err != nil {
+			return fmt.Errorf("oidc_auth: session %w", err)
+		}
+		client, release, err := rc.Client()
+		if err != nil {
+			return fmt.Errorf("oidc_auth: session redis: %w", err)
+		}
+		h.releaseRedis = release
+		h.ends = redisEndings{c: client, cfg: rc, now: h.now}
+		h.redis = &redisCoord{c: client, cfg: rc}
+		if h.Session.Store == "redis" {
+			h.store = &redisStore{c: client, cfg: rc, now: h.now, lifetime: h.lifetime}
+		}
+	}
 	switch h.Session.Store {
 	case "cookie":
-		h.store = newCookieStore(h.keys, h.state.revoked, h.now)
+		h.store = newCookieStore(h.keys, h.ends, h.now)
 	case "memory":
 		h.store = h.state.memory
 	}
@@ -256,11 +285,12 @@ func (h *Handler) Validate() error {
 		return errors.New("oidc_auth: refresh_skew must not be negative")
 	}
 	switch h.Session.Store {
-	case "cookie", "memory":
-	case "redis":
-		return errors.New("oidc_auth: session store redis is not available in this build yet")
+	case "cookie", "memory", "redis":
 	default:
-		return fmt.Errorf("oidc_auth: session store %q is not one of cookie, memory", h.Session.Store)
+		return fmt.Errorf("oidc_auth: session store %q is not one of cookie, memory, redis", h.Session.Store)
+	}
+	if h.Session.Store == "memory" && h.Session.Redis != nil {
+		return errors.New("oidc_auth: session redis does not apply to store memory (use store redis)")
 	}
 	if len(h.Session.Keys) == 0 {
 		return errors.New("oidc_auth: session keys are required (at least 32 bytes each; e.g. keys {env.SESSION_KEY})")
@@ -276,6 +306,9 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the shared state this config used.
 func (h *Handler) Cleanup() error {
+	if h.releaseRedis != nil {
+		h.releaseRedis()
+	}
 	if h.stateKey != "" && h.state != nil {
 		_, err := statePool.Delete(h.stateKey)
 		return err

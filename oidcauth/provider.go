@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -107,11 +108,22 @@ func (d *discovery) discover() (*providerInfo, error) {
 	// its deadline (go-oidc detaches it); our client's Timeout bounds
 	// every JWKS fetch.
 	var extra struct {
-		Revocation string `json:"revocation_endpoint"`
-		EndSession string `json:"end_session_endpoint"`
+		Revocation  string   `json:"revocation_endpoint"`
+		EndSession  string   `json:"end_session_endpoint"`
+		AuthMethods []string `json:"token_endpoint_auth_methods_supported"`
 	}
 	if err := p.Claims(&extra); err != nil {
 		return nil, fmt.Errorf("%w: discovery document: %w", errProviderDown, err)
+	}
+	// Name the client authentication method instead of letting oauth2
+	// guess: its guessing retries a failed call with the other method,
+	// which spends a rotating refresh token twice. OpenID Connect Discovery
+	// §3: the default is client_secret_basic.
+	endpoint := p.Endpoint()
+	endpoint.AuthStyle = oauth2.AuthStyleInHeader
+	if len(extra.AuthMethods) > 0 && !slices.Contains(extra.AuthMethods, "client_secret_basic") &&
+		slices.Contains(extra.AuthMethods, "client_secret_post") {
+		endpoint.AuthStyle = oauth2.AuthStyleInParams
 	}
 	return &providerInfo{
 		oidc:     p,
@@ -119,7 +131,7 @@ func (d *discovery) discover() (*providerInfo, error) {
 		oauth: oauth2.Config{
 			ClientID:     d.clientID,
 			ClientSecret: d.secret,
-			Endpoint:     p.Endpoint(),
+			Endpoint:     endpoint,
 			Scopes:       d.scopes,
 		},
 		revocation: extra.Revocation,

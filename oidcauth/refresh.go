@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -85,11 +86,19 @@ func (h *Handler) refresh(r *http.Request, s *session) (*session, string, error)
 		if res, ok := h.state.refresh.recent(key, h.now()); ok {
 			return res, nil
 		}
-		res, err := h.doRefresh(r, s)
+		var res refreshResult
+		var err error
+		if h.redis != nil {
+			res, err = h.coordinatedRefresh(r, s, key)
+		} else {
+			res, err = h.doRefresh(r, s)
+		}
 		if err != nil {
 			return nil, err
 		}
-		h.state.refresh.remember(key, res)
+		if !res.until.IsZero() {
+			h.state.refresh.remember(key, res)
+		}
 		return res, nil
 	})
 	if err != nil {
@@ -112,13 +121,32 @@ func (h *Handler) doRefresh(r *http.Request, s *session) (refreshResult, error) 
 	}).Token()
 	if err != nil {
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.ErrorCode == "invalid_grant" {
+			// A server-side store may already hold the winner's tokens (a
+			// race with another instance that rotated the refresh token).
+			if h.Session.Store != "cookie" {
+				if cur, lerr := h.store.load(r.Context(), s.ID); lerr == nil && cur.RefreshToken != s.RefreshToken {
+					return refreshResult{s: cur, cookie: ""}, nil
+				}
+			}
+			// The refresh token may have been spent by a racing request
+			// elsewhere (the cookie store cannot share state between
+			// instances without Redis): while the access token is still
+			// valid, keep serving it rather than log the user out; the
+			// winner's cookie replaces this one. Once it expires, the
+			// session ends.
+			if exp := time.Unix(s.TokenExpiry, 0); s.TokenExpiry > 0 && h.now().Before(exp) {
+				h.auditRefresh(r, s.Subject, "invalid_grant_token_still_valid")
+				// Remembered until the token expires, so this instance's
+				// other racers don't spend provider calls on it too.
+				return refreshResult{s: s, until: exp}, nil
+			}
 			_ = h.store.remove(r.Context(), s, s.end(h.idle, h.lifetime))
 			h.auditRefresh(r, s.Subject, "invalid_grant")
 			return refreshResult{}, errSessionEnded
 		}
 		h.auditRefresh(r, s.Subject, "provider_error")
 		h.logger.Error("token refresh failed", zap.String("request_id", requestid.From(r)), zap.Error(scrub(err)))
-		return refreshResult{}, errProviderDown
+		return refreshResult{}, fmt.Errorf("%w: refresh", errProviderDown)
 	}
 	ns := *s
 	ns.AccessToken = tok.AccessToken

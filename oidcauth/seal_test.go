@@ -122,7 +122,7 @@ func FuzzOpen(f *testing.F) {
 	f.Add("AAAAAAAA.")
 	f.Add(strings.Repeat("A", 5000))
 	f.Fuzz(func(t *testing.T, v string) {
-		cs := newCookieStore(kr, newRevocations(), nowFunc())
+		cs := newCookieStore(kr, memoryEndings{rv: newRevocations(), now: nowFunc()}, nowFunc())
 		s, err := cs.load(t.Context(), v)
 		if err == nil && (s == nil || s.ID == "") {
 			t.Fatal("load succeeded without a session")

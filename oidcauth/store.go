@@ -14,6 +14,8 @@ var (
 	// errSessionEnded: the session was ended (logout, back-channel) while a
 	// request was working on it; nothing may revive it.
 	errSessionEnded = errors.New("session ended")
+	// errStoreDown wraps failures of the session store or Redis.
+	errStoreDown = errors.New("session store unavailable")
 )
 
 // store keeps sessions. Errors other than errNoSession/errSessionEnded mean

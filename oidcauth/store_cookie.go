@@ -13,9 +13,9 @@ const purposeSession = "bff session v1"
 // cookieStore seals the whole session into the cookie: no server state but
 // the list of ended sessions, so a copy of an old cookie is dead too.
 type cookieStore struct {
-	keys    *keyring
-	revoked *revocations
-	now     func() time.Time
+	keys *keyring
+	ends endings
+	now  func() time.Time
 
 	// opened caches recently opened cookies, so the hot path of a busy user
 	// skips the AEAD and JSON work; keyed by the full sealed value, bounded.
@@ -27,11 +27,11 @@ type cookieStore struct {
 // sealed value is a few KiB at most, see maxCookieBytes).
 const maxOpenedCache = 4096
 
-func newCookieStore(keys *keyring, revoked *revocations, now func() time.Time) *cookieStore {
-	return &cookieStore{keys: keys, revoked: revoked, now: now, opened: make(map[string]*session)}
+func newCookieStore(keys *keyring, ends endings, now func() time.Time) *cookieStore {
+	return &cookieStore{keys: keys, ends: ends, now: now, opened: make(map[string]*session)}
 }
 
-func (cs *cookieStore) load(_ context.Context, value string) (*session, error) {
+func (cs *cookieStore) load(ctx context.Context, value string) (*session, error) {
 	cs.mu.RLock()
 	s, ok := cs.opened[value]
 	cs.mu.RUnlock()
@@ -52,15 +52,25 @@ func (cs *cookieStore) load(_ context.Context, value string) (*session, error) {
 		cs.opened[value] = s
 		cs.mu.Unlock()
 	}
-	if cs.revoked.ended(s, cs.now()) {
+	ended, err := cs.ends.ended(ctx, s)
+	if err != nil {
+		return nil, err // fail closed: 503
+	}
+	if ended {
 		return nil, errNoSession
 	}
 	return s, nil
 }
 
-func (cs *cookieStore) save(_ context.Context, s *session, create bool, _ time.Time) (string, error) {
-	if !create && cs.revoked.ended(s, cs.now()) {
-		return "", errSessionEnded
+func (cs *cookieStore) save(ctx context.Context, s *session, create bool, _ time.Time) (string, error) {
+	if !create {
+		ended, err := cs.ends.ended(ctx, s)
+		if err != nil {
+			return "", err
+		}
+		if ended {
+			return "", errSessionEnded
+		}
 	}
 	pt, err := json.Marshal(s)
 	if err != nil {
@@ -69,7 +79,6 @@ func (cs *cookieStore) save(_ context.Context, s *session, create bool, _ time.T
 	return cs.keys.seal(purposeSession, pt), nil
 }
 
-func (cs *cookieStore) remove(_ context.Context, s *session, until time.Time) error {
-	cs.revoked.add(s.hkey(), until)
-	return nil
+func (cs *cookieStore) remove(ctx context.Context, s *session, until time.Time) error {
+	return cs.ends.endSession(ctx, s, until)
 }

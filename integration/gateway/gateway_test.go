@@ -39,19 +39,44 @@ type gwOpts struct {
 	accessTTL   time.Duration
 	env         []string
 	noOfflineOK bool
+	sessionMore string // more session lines (a redis block)
+	siteMore    string // more site directives
 }
 
 // gw is one running gateway with its provider and upstream.
 type gw struct {
-	t     *testing.T
-	op    *testop.Provider
-	up    *harness.Upstream
-	caddy *harness.Caddy
-	base  string
-	addr  string
-	cfg   string
-	env   []string
-	bin   string
+	t       *testing.T
+	op      *testop.Provider
+	up      *harness.Upstream
+	caddy   *harness.Caddy
+	base    string
+	addr    string
+	cfg     string
+	env     []string
+	bin     string
+	keyFile string
+	opts    gwOpts
+}
+
+// sibling starts another instance of the same gateway (same provider,
+// upstream, keys and config) on its own address, as a second node behind a
+// load balancer.
+func (g *gw) sibling() *gw {
+	g.t.Helper()
+	addr := harness.FreeAddr(g.t)
+	s := &gw{t: g.t, op: g.op, up: g.up, addr: addr, base: "http://" + addr, bin: g.bin,
+		keyFile: g.keyFile, opts: g.opts, env: g.env}
+	s.cfg = g.opts.caddyfile(addr, g.op.Issuer(), g.up.Addr(), g.keyFile)
+	s.caddy = harness.StartCaddy(g.t, g.bin, s.cfg, s.env...)
+	return s
+}
+
+// as sends c's cookies for g to other instead: the load balancer sent the
+// browser's next request to another node.
+func (g *gw) moveCookies(c *http.Client, other *gw) {
+	from, _ := url.Parse(g.base)
+	to, _ := url.Parse(other.base)
+	c.Jar.SetCookies(to, c.Jar.Cookies(from))
 }
 
 func writeSigningKey(t *testing.T) string {
@@ -130,8 +155,10 @@ func (o gwOpts) caddyfile(addr, issuer, upstream, keyFile string) string {
 			keys %[6]s
 			idle_timeout %[7]s
 			lifetime %[8]s
+			%[13]s
 		}
 	}
+	%[14]s
 	handle /.well-known/jwks.json {
 		bff_jwks {
 			signing_key %[11]s
@@ -147,7 +174,7 @@ func (o gwOpts) caddyfile(addr, issuer, upstream, keyFile string) string {
 }
 `, addr, issuer, upstream, or(o.scopes, "openid profile email offline_access recipes:read"),
 		or(o.store, "cookie"), or(o.keys, "{env.SESSION_KEY}"), or(o.idle, "30m"), or(o.life, "12h"),
-		or(o.skew, "30s"), o.extraOIDC, keyFile, token))
+		or(o.skew, "30s"), o.extraOIDC, keyFile, token, o.sessionMore, o.siteMore))
 }
 
 func startGW(t *testing.T, o gwOpts) *gw {
@@ -157,7 +184,9 @@ func startGW(t *testing.T, o gwOpts) *gw {
 	up := harness.NewUpstream(t)
 	addr := harness.FreeAddr(t)
 	g := &gw{t: t, op: op, up: up, addr: addr, base: "http://" + addr, bin: bin}
-	g.cfg = o.caddyfile(addr, op.Issuer(), up.Addr(), writeSigningKey(t))
+	g.keyFile = writeSigningKey(t)
+	g.opts = o
+	g.cfg = o.caddyfile(addr, op.Issuer(), up.Addr(), g.keyFile)
 	g.env = append([]string{"OIDC_CLIENT_SECRET=" + op.ClientSecret(), "SESSION_KEY=" + sessionKeyA}, o.env...)
 	if o.opStopped {
 		if err := op.Stop(); err != nil {
@@ -699,7 +728,9 @@ func TestHeaderStripping(t *testing.T) {
 }
 
 func TestRefresh(t *testing.T) {
-	g := startGW(t, gwOpts{accessTTL: 3 * time.Second, skew: "1s", tokenMode: "access_token"})
+	// Tokens live 6s (expires_in may round down to 5s); refresh_skew 4s
+	// makes them due for refresh 1-2s after they are issued.
+	g := startGW(t, gwOpts{accessTTL: 6 * time.Second, skew: "4s", tokenMode: "access_token"})
 	c := g.admin()
 	r := get(t, c, g.base+"/api/a")
 	first, _ := g.up.Last()
@@ -725,11 +756,17 @@ func TestRefresh(t *testing.T) {
 	if last.BearerToken() == first.BearerToken() {
 		t.Fatal("upstream still gets the old access token")
 	}
-	// invalid_grant ends the session.
+	// invalid_grant: while the access token is still valid the gateway
+	// keeps serving it (the refresh token may have been spent by a racing
+	// instance); once it expires, the session ends.
 	time.Sleep(2500 * time.Millisecond)
 	g.op.RevokeRefreshTokens(testop.AdminUsername)
+	if r := get(t, c, g.base+"/api/c"); r.StatusCode != 200 {
+		t.Fatalf("invalid_grant with a still-valid access token: %d, want 200", r.StatusCode)
+	}
+	time.Sleep(4 * time.Second)
 	if r := get(t, c, g.base+"/api/c"); r.StatusCode != 401 {
-		t.Fatalf("after invalid_grant: %d, want 401", r.StatusCode)
+		t.Fatalf("after invalid_grant and expiry: %d, want 401", r.StatusCode)
 	}
 	if r := get(t, c, g.base+"/api/c"); r.StatusCode != 401 {
 		t.Fatalf("session revived: %d", r.StatusCode)

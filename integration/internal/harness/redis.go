@@ -1,0 +1,168 @@
+package harness
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Redis is a redis-server process of a test, on 127.0.0.1 only, with no
+// persistence.
+type Redis struct {
+	t    testing.TB
+	cmd  *exec.Cmd
+	addr string
+	dir  string
+	bin  string
+	port int
+}
+
+// RedisBinary finds Debian's redis-server. In CI (CI=true) a missing
+// server fails the test; elsewhere the test is skipped, loudly.
+func RedisBinary(t testing.TB) string {
+	t.Helper()
+	p, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("redis-server is not installed (make test installs it: apt-get install -y redis-server)")
+		}
+		t.Skipf("SKIPPED: redis-server is not installed; run `make deps` (apt-get install -y redis-server) to run this test")
+	}
+	return p
+}
+
+// StartRedis runs a fresh redis-server on a free loopback port, stopped on
+// t.Cleanup.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	r := &Redis{t: t, bin: RedisBinary(t), dir: t.TempDir(), port: FreePort(t)}
+	r.addr = fmt.Sprintf("127.0.0.1:%d", r.port)
+	r.start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+func (r *Redis) start() {
+	r.t.Helper()
+	r.cmd = exec.Command(r.bin,
+		"--bind", "127.0.0.1", "--port", fmt.Sprint(r.port), "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--protected-mode", "yes", "--logfile", filepath.Join(r.dir, "redis.log"))
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatalf("starting redis-server: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if r.ping() == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
+	r.t.Fatalf("redis-server did not answer on %s:\n%s", r.addr, log)
+}
+
+func (r *Redis) ping() error {
+	c, err := net.DialTimeout("tcp", r.addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("redis answered %q", line)
+	}
+	return nil
+}
+
+// Addr is host:port.
+func (r *Redis) Addr() string { return r.addr }
+
+// Stop kills the server (an outage); Start brings it back on the same
+// port, empty.
+func (r *Redis) Stop() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Kill()
+		_ = r.cmd.Wait()
+		r.cmd = nil
+	}
+}
+
+// Start restarts a stopped server on the same address.
+func (r *Redis) Start() {
+	r.t.Helper()
+	if r.cmd == nil {
+		r.start()
+	}
+}
+
+// Command runs one command with redis-cli semantics over RESP and returns
+// the raw first reply line (for simple assertions like DBSIZE or KEYS).
+func (r *Redis) Command(args ...string) (string, error) {
+	c, err := net.DialTimeout("tcp", r.addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := c.Write([]byte(b.String())); err != nil {
+		return "", err
+	}
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	// Arrays: join the bulk strings with newlines.
+	if strings.HasPrefix(line, "*") {
+		var n int
+		fmt.Sscanf(line[1:], "%d", &n)
+		var out []string
+		for i := 0; i < n; i++ {
+			hdr, err := br.ReadString('\n')
+			if err != nil {
+				return "", err
+			}
+			if strings.HasPrefix(hdr, "$") {
+				v, err := br.ReadString('\n')
+				if err != nil {
+					return "", err
+				}
+				out = append(out, strings.TrimRight(v, "\r\n"))
+			}
+		}
+		return strings.Join(out, "\n"), nil
+	}
+	if strings.HasPrefix(line, "$") {
+		if line == "$-1" {
+			return "", nil
+		}
+		var n int
+		fmt.Sscanf(line[1:], "%d", &n)
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
+	}
+	return line, nil
+}

@@ -1,0 +1,137 @@
+package oidcauth
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
+)
+
+// redisStore keeps sessions in Redis, shared by every gateway instance. The
+// cookie carries only the random session id; keys hold its hash. Each
+// session expires with its idle timeout or lifetime, whichever comes first;
+// per-subject and per-provider-session index sets let a back-channel logout
+// find every session to end.
+type redisStore struct {
+	c        redis.UniversalClient
+	cfg      *redisconf.Resolved
+	now      func() time.Time
+	lifetime time.Duration
+}
+
+func (rs *redisStore) keySession(hkey string) string { return rs.cfg.KeyPrefix + "s:" + hkey }
+func (rs *redisStore) keyBySub(sub string) string {
+	return rs.cfg.KeyPrefix + "bysub:" + digest("sub", sub)
+}
+func (rs *redisStore) keyBySID(sid string) string {
+	return rs.cfg.KeyPrefix + "bysid:" + digest("sid", sid)
+}
+
+// load is the hot path: one GET.
+func (rs *redisStore) load(ctx context.Context, value string) (*session, error) {
+	ctx, cancel := rs.cfg.Ctx(ctx)
+	defer cancel()
+	if len(value) != 43 { // base64url of 32 bytes
+		return nil, errNoSession
+	}
+	hkey := hashID(value)
+	raw, err := rs.c.Get(ctx, rs.keySession(hkey)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, errNoSession
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := new(session)
+	if err := json.Unmarshal(raw, s); err != nil || subtle.ConstantTimeCompare([]byte(s.ID), []byte(value)) != 1 {
+		return nil, errNoSession
+	}
+	s.key = hkey
+	return s, nil
+}
+
+func (rs *redisStore) save(ctx context.Context, s *session, create bool, until time.Time) (string, error) {
+	ctx, cancel := rs.cfg.Ctx(ctx)
+	defer cancel()
+	raw, err := json.Marshal(s)
+	if err != nil {
+		return "", err
+	}
+	d := ttl(until, rs.now())
+	key := rs.keySession(s.hkey())
+	if !create {
+		// XX: only while the session exists, so nothing revives a session
+		// that a logout on any instance ended (logout wins over refresh).
+		ok, err := rs.c.SetXX(ctx, key, raw, d).Result()
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			return "", errSessionEnded
+		}
+		return s.ID, nil
+	}
+	_, err = rs.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, key, raw, d)
+		for _, idx := range rs.indexes(s) {
+			p.SAdd(ctx, idx, s.hkey())
+			p.PExpire(ctx, idx, rs.lifetime)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return s.ID, nil
+}
+
+func (rs *redisStore) indexes(s *session) []string {
+	idx := []string{rs.keyBySub(s.Subject)}
+	if s.SID != "" {
+		idx = append(idx, rs.keyBySID(s.SID))
+	}
+	return idx
+}
+
+func (rs *redisStore) remove(ctx context.Context, s *session, _ time.Time) error {
+	ctx, cancel := rs.cfg.Ctx(ctx)
+	defer cancel()
+	_, err := rs.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, rs.keySession(s.hkey()))
+		for _, idx := range rs.indexes(s) {
+			p.SRem(ctx, idx, s.hkey())
+		}
+		return nil
+	})
+	return err
+}
+
+// removeSessions ends every session of a subject, or of a provider session
+// when sid is set (back-channel logout), on every instance.
+func (rs *redisStore) removeSessions(ctx context.Context, sub, sid string) (int, error) {
+	ctx, cancel := rs.cfg.Ctx(ctx)
+	defer cancel()
+	idx := rs.keyBySub(sub)
+	if sid != "" {
+		idx = rs.keyBySID(sid)
+	}
+	members, err := rs.c.SMembers(ctx, idx).Result()
+	if err != nil {
+		return 0, err
+	}
+	keys := make([]string, 0, len(members)+1)
+	for _, m := range members {
+		keys = append(keys, rs.keySession(m))
+	}
+	keys = append(keys, idx)
+	n, err := rs.c.Del(ctx, keys...).Result()
+	if err != nil {
+		return 0, err
+	}
+	return int(max(n-1, 0)), nil
+}
