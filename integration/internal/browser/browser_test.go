@@ -35,4 +35,3 @@ func TestBrowserLoadsLoopbackPage(t *testing.T) {
 		}
 	}
 }
-
