@@ -51,7 +51,8 @@ var confusables = [...]rune{
 //     servers strip and others keep;
 //   - control characters raw or encoded: C0 (NUL included), DEL and C1;
 //   - an unencoded ?, # or space (not a valid escaped path);
-//   - double encoding: a decoded % followed by two hex digits (%252e);
+//   - double encoding: a decoded % followed by two hex digits (%252e),
+//     or by u and four hex digits (%25u002e: IIS's %uXXXX form);
 //   - decoded bytes that are not valid UTF-8, overlong forms included
 //     (%C0%AE);
 //   - runes whose compatibility form is a dot, slash, backslash, % or ;
@@ -137,7 +138,7 @@ func checkDecoded(p string) error {
 	}
 	for i := 0; i < len(p); {
 		c := p[i]
-		if c == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]) {
+		if c == '%' && isEscapeAt(p, i) {
 			return errDoubleEscape
 		}
 		if c < utf8.RuneSelf {
@@ -159,6 +160,16 @@ func checkDecoded(p string) error {
 		i += size
 	}
 	return nil
+}
+
+// isEscapeAt reports whether p[i] (a '%') starts an escape that a second
+// decoding would decode: %XX, or %uXXXX as IIS and some other stacks read it.
+func isEscapeAt(p string, i int) bool {
+	if i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]) {
+		return true
+	}
+	return i+5 < len(p) && (p[i+1] == 'u' || p[i+1] == 'U') &&
+		isHex(p[i+2]) && isHex(p[i+3]) && isHex(p[i+4]) && isHex(p[i+5])
 }
 
 func isHex(c byte) bool {
