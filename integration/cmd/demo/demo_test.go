@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -16,7 +17,7 @@ import (
 func startDemo(t *testing.T, gateway bool) *demo {
 	t.Helper()
 	for _, k := range []string{"BFF_DEMO_ADDR", "BFF_DEMO_ISSUER", "BFF_DEMO_API", "BFF_DEMO_CLIENT_SECRET",
-		"BFF_DEMO_SIGNING_KEY_FILE", "BFF_DEMO_WWW", "BFF_DEMO_DATA"} {
+		"BFF_DEMO_SIGNING_KEY_FILE", "BFF_DEMO_WWW", "BFF_DEMO_DATA", "BFF_DEMO_APPS"} {
 		t.Setenv(k, "") // restored after the test; start sets them
 	}
 	d, err := start(options{
@@ -54,6 +55,59 @@ func getJSON(t *testing.T, c *http.Client, u string) (int, map[string]any) {
 	return resp.StatusCode, m
 }
 
+// send makes a same-origin script call, as the shell's fetch does.
+func send(t *testing.T, c *http.Client, method, u, origin, body string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, strings.NewReader(body))
+	req.Header.Set("Accept", "application/json")
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Origin", origin)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.Header.Set("Sec-Fetch-Mode", "cors")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Logf("%s %s: %d, not JSON: %.200s", method, u, resp.StatusCode, b)
+	}
+	return resp, m
+}
+
+// appNames lists the names in a bff_apps answer.
+func appNames(t *testing.T, m map[string]any) []string {
+	t.Helper()
+	list, ok := m["applications"].([]any)
+	if !ok {
+		t.Fatalf("no applications array in %v", m)
+	}
+	names := []string{}
+	for _, a := range list {
+		app, _ := a.(map[string]any)
+		names = append(names, fmt.Sprint(app["name"]))
+		for _, k := range []string{"title", "entry", "route"} {
+			if s, _ := app[k].(string); s == "" {
+				t.Errorf("application %v has no %s", app["name"], k)
+			}
+		}
+		if _, ok := app["require"]; ok {
+			t.Errorf("application %v reveals require", app["name"])
+		}
+	}
+	return names
+}
+
+// isProblem reports whether resp is the gateway's problem body with status.
+func isProblem(resp *http.Response, body map[string]any, status int) bool {
+	return resp.StatusCode == status && resp.Header.Get("Content-Type") == "application/problem+json" &&
+		body["status"] == float64(status) && body["request_id"] != nil && body["request_id"] != ""
+}
+
 func scopesOf(m map[string]any) []string {
 	var out []string
 	if s, ok := m["scopes"].([]any); ok {
@@ -87,6 +141,10 @@ func TestDemo(t *testing.T) {
 		t.Errorf("gateway /api/me without a session: %d, want 401", code)
 	}
 
+	wantApps := map[string][]string{
+		testop.ReaderUsername: {"recipes"},
+		testop.AdminUsername:  {"recipes", "editor", "admin"},
+	}
 	for _, u := range []testop.User{testop.Reader(), testop.Admin()} {
 		t.Run(u.Username, func(t *testing.T) {
 			c := harness.NewClient(t)
@@ -118,6 +176,53 @@ func TestDemo(t *testing.T) {
 			}
 			if code, body := getJSON(t, c, gw+"/api/recipes"); code != http.StatusOK {
 				t.Errorf("/api/recipes: %d %v", code, body)
+			}
+
+			// The shell's list of micro-frontends, by the user's scopes.
+			code, apps := getJSON(t, c, gw+"/applications")
+			if got, want := appNames(t, apps), wantApps[u.Username]; code != http.StatusOK || !slices.Equal(got, want) {
+				t.Errorf("/applications: %d %v, want %v", code, got, want)
+			}
+
+			// Writes and admin calls: scope_authz decides before the API is
+			// called; the API's own check never gets to say no.
+			title := "Demo soup for " + u.Subject
+			calls := d.api.Requests()
+			resp, body := send(t, c, http.MethodPost, gw+"/api/recipes", gw, `{"title": "`+title+`"}`)
+			if canWrite := slices.Contains(u.Scopes, testop.ScopeRecipesWrite); canWrite {
+				if resp.StatusCode != http.StatusCreated || d.api.Requests() != calls+1 {
+					t.Errorf("POST /api/recipes: %d %v, want 201 from the API", resp.StatusCode, body)
+				}
+				if _, list := getJSON(t, c, gw+"/api/recipes"); !strings.Contains(fmt.Sprint(list["recipes"]), title) {
+					t.Errorf("the new recipe is not listed: %v", list["recipes"])
+				}
+			} else {
+				if !isProblem(resp, body, http.StatusForbidden) || body["missing"] != testop.ScopeRecipesWrite {
+					t.Errorf("POST /api/recipes: %d %v, want scope_authz's 403 naming recipes:write", resp.StatusCode, body)
+				}
+				if n := d.api.Requests(); n != calls {
+					t.Errorf("the API was called %d times for a refused POST", n-calls)
+				}
+			}
+
+			calls = d.api.Requests()
+			resp, body = send(t, c, http.MethodGet, gw+"/api/admin/stats", gw, "")
+			if slices.Contains(u.Scopes, testop.ScopeAdmin) {
+				if resp.StatusCode != http.StatusOK || body["sub"] != u.Subject {
+					t.Errorf("/api/admin/stats: %d %v, want 200 for %s", resp.StatusCode, body, u.Subject)
+				}
+			} else {
+				if !isProblem(resp, body, http.StatusForbidden) || body["missing"] != testop.ScopeAdmin {
+					t.Errorf("/api/admin/stats: %d %v, want scope_authz's 403 naming admin", resp.StatusCode, body)
+				}
+				if n := d.api.Requests(); n != calls {
+					t.Errorf("the API was called %d times for a refused admin call", n-calls)
+				}
+			}
+			// No rule, no call.
+			calls = d.api.Requests()
+			if resp, body := send(t, c, http.MethodGet, gw+"/api/unlisted", gw, ""); !isProblem(resp, body, http.StatusForbidden) || d.api.Requests() != calls {
+				t.Errorf("/api/unlisted: %d %v, want the policy's default deny", resp.StatusCode, body)
 			}
 
 			// Logout: a same-origin form POST, then the provider's end_session.
@@ -156,6 +261,56 @@ func TestDemo(t *testing.T) {
 				t.Errorf("/api/me after logout: %d, want 401", code)
 			}
 		})
+	}
+}
+
+// What an anonymous visitor gets: the shell sends them to the login, the
+// data and the application list are refused, the static bundles are public.
+func TestDemoAnonymous(t *testing.T) {
+	d := startDemo(t, true)
+	gw := "http://" + d.o.gatewayAddr
+	c := harness.NewClient(t)
+
+	req, _ := http.NewRequest(http.MethodGet, gw+"/recipes", nil)
+	req.Header.Set("Accept", "text/html")
+	req.Header.Set("Sec-Fetch-Mode", "navigate")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc, _ := resp.Location(); resp.StatusCode != http.StatusFound || loc == nil || loc.Path != "/auth/login" ||
+		loc.Query().Get("return_to") != "/recipes" {
+		t.Errorf("navigation to /recipes: %d %v, want 302 to the login returning to /recipes", resp.StatusCode, loc)
+	}
+
+	for _, tt := range []struct{ method, path, body string }{
+		{http.MethodGet, "/applications", ""},
+		{http.MethodGet, "/api/recipes", ""},
+		{http.MethodPost, "/api/recipes", `{"title": "anonymous soup"}`},
+		{http.MethodGet, "/api/admin/stats", ""},
+	} {
+		before := d.api.Requests()
+		resp, body := send(t, c, tt.method, gw+tt.path, gw, tt.body)
+		if !isProblem(resp, body, http.StatusUnauthorized) || body["login_url"] == nil {
+			t.Errorf("%s %s: %d %v, want a 401 problem with login_url", tt.method, tt.path, resp.StatusCode, body)
+		}
+		if d.api.Requests() != before {
+			t.Errorf("%s %s reached the API", tt.method, tt.path)
+		}
+	}
+
+	for _, p := range []string{"/apps/recipes/index.js", "/apps/editor/index.js", "/apps/admin/index.js"} {
+		resp, err := c.Get(gw + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Type"), "javascript") ||
+			!strings.Contains(string(b), "export") || !strings.Contains(string(b), "function mount(") {
+			t.Errorf("public bundle %s: %d %s", p, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
 	}
 }
 

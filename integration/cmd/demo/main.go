@@ -6,9 +6,12 @@
 //     JWTs it verifies against the gateway's JWKS;
 //   - Caddy, in this process, with caddy-bff's modules, loading
 //     demo/Caddyfile on http://127.0.0.1:8080: oidc_auth logs users in and
-//     keeps the session in a sealed cookie, bff_token mints a short-lived
-//     JWT for /api/*, bff_jwks publishes its key, and file_server serves
-//     the shell in demo/www.
+//     keeps the session in a sealed cookie, scope_authz checks each /api
+//     call against the user's scopes, bff_token mints a short-lived JWT
+//     for /api/*, bff_jwks publishes its key, bff_apps tells the shell
+//     which micro-frontends of demo/applications.json the user may load,
+//     and file_server serves the shell and the micro-frontends in
+//     demo/www.
 //
 // Run it from the integration directory:
 //
@@ -45,6 +48,7 @@ import (
 
 	_ "github.com/caddy-bff/caddy-bff/caddybff"
 	_ "github.com/caddy-bff/caddy-bff/oidcauth"
+	_ "github.com/caddy-bff/caddy-bff/scopeauthz"
 
 	"github.com/caddy-bff/caddy-bff/integration/internal/demoapi"
 	"github.com/caddy-bff/caddy-bff/integration/internal/testop"
@@ -241,6 +245,7 @@ func (d *demo) startGateway(secret string) (err error) {
 		"BFF_DEMO_CLIENT_SECRET":    secret,
 		"BFF_DEMO_SIGNING_KEY_FILE": d.keyFile,
 		"BFF_DEMO_WWW":              filepath.Join(filepath.Dir(caddyfile), "www"),
+		"BFF_DEMO_APPS":             filepath.Join(filepath.Dir(caddyfile), "applications.json"),
 		"BFF_DEMO_DATA":             filepath.Join(d.tmpDir, "caddy"),
 	} {
 		if err := os.Setenv(k, v); err != nil {

@@ -3,12 +3,16 @@
 // (signature, alg, iss, aud, exp), as the services behind the gateway are
 // meant to.
 //
-//	GET /api/me       who the token says the caller is (any valid token)
-//	GET /api/recipes  the recipes, for tokens with the recipes:read scope
+//	GET  /api/me           who the token says the caller is (any valid token)
+//	GET  /api/recipes      the recipes, for tokens with the recipes:read scope
+//	POST /api/recipes      adds a recipe ({"title": "..."}), recipes:write
+//	GET  /api/admin/stats  the API's counters, admin
 //
-// Failures follow RFC 6750: 401 with WWW-Authenticate: Bearer
-// error="invalid_token" for a missing or bad token, 403
-// error="insufficient_scope" for a missing scope.
+// The gateway's scope_authz checks the same scopes before a request gets
+// here; the API checks them again (defence in depth), so it is safe even
+// if the gateway's policy is wrong. Failures follow RFC 6750: 401 with
+// WWW-Authenticate: Bearer error="invalid_token" for a missing or bad
+// token, 403 error="insufficient_scope" for a missing scope.
 package demoapi
 
 import (
@@ -17,18 +21,40 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
 )
 
-// ScopeRecipesRead is the scope GET /api/recipes requires.
-const ScopeRecipesRead = "recipes:read"
+// The scopes the API requires.
+const (
+	// ScopeRecipesRead is the scope GET /api/recipes requires.
+	ScopeRecipesRead = "recipes:read"
+	// ScopeRecipesWrite is the scope POST /api/recipes requires.
+	ScopeRecipesWrite = "recipes:write"
+	// ScopeAdmin is the scope GET /api/admin/stats requires.
+	ScopeAdmin = "admin"
+)
+
+const (
+	// maxRecipes bounds the recipes kept in memory.
+	maxRecipes = 100
+	// maxTitleLen bounds a recipe's title, in characters.
+	maxTitleLen = 80
+	// maxBody bounds a request body.
+	maxBody = 4 << 10
+)
 
 // defaultAlgorithms are the signature algorithms accepted by default:
 // asymmetric only, never "none" or an HMAC a public key could be fed to.
@@ -57,6 +83,15 @@ type API struct {
 	kf     keyfunc.Keyfunc
 	cancel context.CancelFunc
 	mux    *http.ServeMux
+
+	// requests counts every request that reached the API.
+	requests atomic.Int64
+
+	mu      sync.Mutex
+	recipes []Recipe
+	nextID  int
+	// bySubject counts the verified requests of each caller.
+	bySubject map[string]int
 }
 
 // New builds the API. The JWKS need not be reachable yet: keys are
@@ -90,9 +125,12 @@ func New(cfg Config) (*API, error) {
 		cancel()
 		return nil, fmt.Errorf("demoapi: jwks: %w", err)
 	}
-	a := &API{cfg: cfg, kf: kf, cancel: cancel, mux: http.NewServeMux()}
+	a := &API{cfg: cfg, kf: kf, cancel: cancel, mux: http.NewServeMux(),
+		recipes: slices.Clone(seedRecipes), nextID: len(seedRecipes) + 1, bySubject: map[string]int{}}
 	a.mux.HandleFunc("GET /api/me", a.withToken(a.me))
-	a.mux.HandleFunc("GET /api/recipes", a.withToken(a.requireScope(ScopeRecipesRead, a.recipes)))
+	a.mux.HandleFunc("GET /api/recipes", a.withToken(a.requireScope(ScopeRecipesRead, a.listRecipes)))
+	a.mux.HandleFunc("POST /api/recipes", a.withToken(a.requireScope(ScopeRecipesWrite, a.addRecipe)))
+	a.mux.HandleFunc("GET /api/admin/stats", a.withToken(a.requireScope(ScopeAdmin, a.stats)))
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "path": r.URL.Path})
 	})
@@ -102,7 +140,14 @@ func New(cfg Config) (*API, error) {
 // Close stops the background JWKS refresh.
 func (a *API) Close() { a.cancel() }
 
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.requests.Add(1)
+	a.mux.ServeHTTP(w, r)
+}
+
+// Requests returns how many requests reached the API, so tests can tell
+// that the gateway stopped one.
+func (a *API) Requests() int64 { return a.requests.Load() }
 
 // Claims are the token claims the API reads.
 type Claims struct {
@@ -160,6 +205,9 @@ func (a *API) withToken(next func(http.ResponseWriter, *http.Request, *Claims)) 
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "token verification failed"})
 			return
 		}
+		a.mu.Lock()
+		a.bySubject[claims.Subject]++
+		a.mu.Unlock()
 		next(w, r, claims)
 	}
 }
@@ -199,22 +247,83 @@ func (a *API) me(w http.ResponseWriter, _ *http.Request, c *Claims) {
 
 // Recipe is one demo recipe.
 type Recipe struct {
-	ID    string `json:"id"`
-	Title string `json:"title"`
+	ID     string `json:"id"`
+	Title  string `json:"title"`
+	Author string `json:"author,omitempty"` // sub of who added it
 }
 
-var recipes = []Recipe{
+var seedRecipes = []Recipe{
 	{ID: "1", Title: "Shakshuka"},
 	{ID: "2", Title: "Pasta e ceci"},
 	{ID: "3", Title: "Dal tadka"},
 }
 
-func (a *API) recipes(w http.ResponseWriter, _ *http.Request, c *Claims) {
+func (a *API) listRecipes(w http.ResponseWriter, _ *http.Request, c *Claims) {
+	a.mu.Lock()
+	list := slices.Clone(a.recipes)
+	a.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"sub":     c.Subject,
 		"scopes":  nonNil(c.Scopes()),
-		"recipes": recipes,
+		"recipes": list,
 	})
+}
+
+// addRecipe adds {"title": "..."} and answers 201 with the new recipe.
+func (a *API) addRecipe(w http.ResponseWriter, r *http.Request, c *Claims) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"error": "unsupported_media_type", "error_description": "send application/json"})
+		return
+	}
+	var in struct {
+		Title string `json:"title"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil || dec.More() {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": `want {"title": "..."}`})
+		return
+	}
+	title := strings.TrimSpace(in.Title)
+	if n := utf8.RuneCountInString(title); n == 0 || n > maxTitleLen || strings.ContainsFunc(title, unicode.IsControl) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request",
+			"error_description": fmt.Sprintf("title must be 1 to %d characters, no control characters", maxTitleLen)})
+		return
+	}
+	a.mu.Lock()
+	rec := Recipe{ID: strconv.Itoa(a.nextID), Title: title, Author: c.Subject}
+	a.nextID++
+	a.recipes = append(a.recipes, rec)
+	if len(a.recipes) > maxRecipes {
+		a.recipes = slices.Delete(a.recipes, 0, len(a.recipes)-maxRecipes)
+	}
+	a.mu.Unlock()
+	w.Header().Set("Location", "/api/recipes/"+rec.ID)
+	writeJSON(w, http.StatusCreated, map[string]any{"sub": c.Subject, "recipe": rec})
+}
+
+// stats answers the API's counters, for admins.
+func (a *API) stats(w http.ResponseWriter, _ *http.Request, c *Claims) {
+	a.mu.Lock()
+	out := map[string]any{
+		"sub":          c.Subject,
+		"scopes":       nonNil(c.Scopes()),
+		"recipes":      len(a.recipes),
+		"callers":      len(a.bySubject),
+		"your_calls":   a.bySubject[c.Subject],
+		"verified":     sum(a.bySubject),
+		"all_requests": a.requests.Load(),
+	}
+	a.mu.Unlock()
+	writeJSON(w, http.StatusOK, out)
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 func nonNil(s []string) []string {

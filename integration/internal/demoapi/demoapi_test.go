@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -192,5 +193,125 @@ func TestAPIStartsBeforeJWKS(t *testing.T) {
 	api.ServeHTTP(rec, req)
 	if rec.Code != http.StatusOK {
 		t.Fatalf("first token after the JWKS came up: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// The API checks every scope itself, whatever the gateway decided.
+func TestAPIScopes(t *testing.T) {
+	k := newKeys(t)
+	jwks, _ := jwksServer(t, k)
+	api, err := New(Config{JWKSURL: jwks.URL, Issuer: iss, Audience: aud})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(api.Close)
+	token := func(sub, scope string) string {
+		return "Bearer " + sign(t, jwt.SigningMethodES256, k.ec, "ec1", claims(func(c jwt.MapClaims) {
+			c["sub"], c["scope"] = sub, scope
+		}))
+	}
+	admin := token("id1", "openid recipes:read recipes:write admin")
+	writer := token("id3", "recipes:write")
+	reader := token("id2", "openid recipes:read")
+	const ctJSON = "application/json"
+
+	tests := []struct {
+		name, method, path, auth, ctype, body string
+		wantStatus                            int
+		wantBody                              string
+	}{
+		{"admin adds a recipe", "POST", "/api/recipes", admin, ctJSON, `{"title": "  Risotto  "}`, 201, `"title":"Risotto","author":"id1"`},
+		{"writer adds a recipe", "POST", "/api/recipes", writer, "application/json; charset=utf-8", `{"title": "Pho"}`, 201, `"author":"id3"`},
+		{"the new recipes are listed", "GET", "/api/recipes", reader, "", "", 200, `"Risotto"`},
+		{"admin reads stats", "GET", "/api/admin/stats", admin, "", "", 200, `"sub":"id1"`},
+
+		{"reader cannot add", "POST", "/api/recipes", reader, ctJSON, `{"title": "Sneaky"}`, 403, `"scope":"recipes:write"`},
+		{"admin scope alone cannot add", "POST", "/api/recipes", token("id1", "admin"), ctJSON, `{"title": "Sneaky"}`, 403, "insufficient_scope"},
+		{"writer cannot read stats", "GET", "/api/admin/stats", writer, "", "", 403, `"scope":"admin"`},
+		{"reader cannot read stats", "GET", "/api/admin/stats", reader, "", "", 403, "insufficient_scope"},
+		{"scope that merely contains admin", "GET", "/api/admin/stats", token("id2", "administrator recipes:admin"), "", "", 403, "insufficient_scope"},
+		{"no token cannot add", "POST", "/api/recipes", "", ctJSON, `{"title": "Sneaky"}`, 401, "invalid_token"},
+		{"no token, no stats", "GET", "/api/admin/stats", "", "", "", 401, "invalid_token"},
+		{"form body", "POST", "/api/recipes", writer, "application/x-www-form-urlencoded", `title=Sneaky`, 415, "unsupported_media_type"},
+		{"not JSON", "POST", "/api/recipes", writer, ctJSON, `title`, 400, "invalid_request"},
+		{"unknown field", "POST", "/api/recipes", writer, ctJSON, `{"title": "A", "author": "id1"}`, 400, "invalid_request"},
+		{"two objects", "POST", "/api/recipes", writer, ctJSON, `{"title": "A"} {"title": "B"}`, 400, "invalid_request"},
+		{"empty title", "POST", "/api/recipes", writer, ctJSON, `{"title": "  "}`, 400, "title must be"},
+		{"long title", "POST", "/api/recipes", writer, ctJSON, `{"title": "` + strings.Repeat("a", 81) + `"}`, 400, "title must be"},
+		{"control character", "POST", "/api/recipes", writer, ctJSON, `{"title": "a\u0007b"}`, 400, "title must be"},
+		{"huge body", "POST", "/api/recipes", writer, ctJSON, `{"title": "` + strings.Repeat("a", 8<<10) + `"}`, 400, "invalid_request"},
+		{"other method", "DELETE", "/api/recipes", admin, "", "", 404, "not_found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := api.Requests()
+			req := httptest.NewRequest(tt.method, tt.path, strings.NewReader(tt.body))
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
+			}
+			if tt.ctype != "" {
+				req.Header.Set("Content-Type", tt.ctype)
+			}
+			rec := httptest.NewRecorder()
+			api.ServeHTTP(rec, req)
+			if rec.Code != tt.wantStatus || !strings.Contains(rec.Body.String(), tt.wantBody) {
+				t.Fatalf("%d %s, want %d with %s", rec.Code, rec.Body, tt.wantStatus, tt.wantBody)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if rec.Code == 403 && !strings.Contains(rec.Header().Get("WWW-Authenticate"), `error="insufficient_scope"`) {
+				t.Errorf("403 without an insufficient_scope challenge: %q", rec.Header().Get("WWW-Authenticate"))
+			}
+			if got := api.Requests(); got != before+1 {
+				t.Errorf("Requests() went from %d to %d", before, got)
+			}
+		})
+	}
+
+	// Stats count per caller.
+	req := httptest.NewRequest("GET", "/api/admin/stats", nil)
+	req.Header.Set("Authorization", admin)
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, req)
+	var st map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st["recipes"] != float64(5) || st["your_calls"] != float64(4) || st["callers"] != float64(3) {
+		t.Errorf("stats %v, want 5 recipes, 4 calls of id1, 3 callers", st)
+	}
+}
+
+// Added recipes are bounded.
+func TestAPIRecipesBounded(t *testing.T) {
+	k := newKeys(t)
+	jwks, _ := jwksServer(t, k)
+	api, err := New(Config{JWKSURL: jwks.URL, Issuer: iss, Audience: aud})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(api.Close)
+	tok := "Bearer " + sign(t, jwt.SigningMethodES256, k.ec, "ec1", claims(func(c jwt.MapClaims) { c["scope"] = "recipes:read recipes:write" }))
+	for i := range maxRecipes + 10 {
+		req := httptest.NewRequest("POST", "/api/recipes", strings.NewReader(`{"title": "r`+strconv.Itoa(i)+`"}`))
+		req.Header.Set("Authorization", tok)
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, req)
+		if rec.Code != 201 {
+			t.Fatalf("add %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	req := httptest.NewRequest("GET", "/api/recipes", nil)
+	req.Header.Set("Authorization", tok)
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, req)
+	var body struct{ Recipes []Recipe }
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if len(body.Recipes) != maxRecipes || body.Recipes[len(body.Recipes)-1].Title != "r"+strconv.Itoa(maxRecipes+9) {
+		t.Errorf("%d recipes, last %+v", len(body.Recipes), body.Recipes[len(body.Recipes)-1])
 	}
 }
