@@ -3,6 +3,7 @@ package gateway
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,11 +12,19 @@ import (
 
 // exampleEnv is what an operator exports before running Caddyfile.example.
 func exampleEnv(t *testing.T) []string {
+	apps := filepath.Join(t.TempDir(), "applications.json")
+	if err := os.WriteFile(apps, []byte(`{"applications": [
+	{"name": "recipes", "title": "Recipes", "entry": "/mfe/recipes/remoteEntry.js", "route": "/recipes", "require": "recipes:read"},
+	{"name": "admin", "title": "Administration", "entry": "/mfe/admin/remoteEntry.js", "route": "/admin", "require": ["admin"]}
+]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return []string{
 		"OIDC_CLIENT_SECRET=example-secret",
 		"SESSION_KEY=" + sessionKeyA,
 		"SESSION_KEY_PREVIOUS=" + sessionKeyB,
 		"BFF_SIGNING_KEY_FILE=" + writeSigningKey(t),
+		"BFF_APPS_FILE=" + apps,
 	}
 }
 
