@@ -185,6 +185,13 @@ async function main() {
 	if (current) current.scrollIntoView({ block: "nearest" });
 }
 
+// A page restored from the back/forward cache (after logout, say) shows
+// what it showed before: load it again, so the gateway decides what it may
+// show now.
+window.addEventListener("pageshow", (e) => {
+	if (e.persisted) location.reload();
+});
+
 main().catch((err) => {
 	showNotice(h("div", { class: "problem" }, h("strong", {}, "The portal failed to start."), h("p", {}, String(err))));
 });

@@ -179,7 +179,7 @@ func ArtifactsDir() string {
 // Screenshot saves a full-page PNG under name in the artifacts dir and
 // returns its path.
 func (b *Browser) Screenshot(name string) (string, error) {
-	png, err := Get(b, chromedp.FullScreenshot(90))
+	png, err := Get(b, chromedp.FullScreenshot(100))
 	if err != nil {
 		return "", err
 	}
