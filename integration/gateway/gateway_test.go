@@ -41,6 +41,7 @@ type gwOpts struct {
 	noOfflineOK bool
 	sessionMore string // more session lines (a redis block)
 	siteMore    string // more site directives
+	https       bool   // serve the site over HTTPS with Caddy's internal CA
 }
 
 // gw is one running gateway with its provider and upstream.
@@ -98,7 +99,11 @@ func writeSigningKey(t *testing.T) string {
 
 func startOP(t *testing.T, accessTTL time.Duration) *testop.Provider {
 	t.Helper()
-	op, err := testop.Start(testop.Config{AccessTokenTTL: accessTTL})
+	op, err := testop.Start(testop.Config{
+		AccessTokenTTL:         accessTTL,
+		RedirectURIs:           []string{"http://127.0.0.1:*/auth/callback", "https://127.0.0.1:*/auth/callback"},
+		PostLogoutRedirectURIs: []string{"http://127.0.0.1:*/", "https://127.0.0.1:*/"},
+	})
 	if err != nil {
 		t.Fatalf("provider: %v", err)
 	}
@@ -131,7 +136,12 @@ func (o gwOpts) caddyfile(addr, issuer, upstream, keyFile string) string {
 			scopes recipes:read
 		}`
 	}
-	return harness.Caddyfile(fmt.Sprintf(`http://%[1]s {
+	scheme, tlsLine := "http", ""
+	if o.https {
+		scheme, tlsLine = "https", "tls internal"
+	}
+	site := fmt.Sprintf(`%[15]s://%[1]s {
+	%[16]s
 	log {
 		output stderr
 		format filter {
@@ -174,7 +184,13 @@ func (o gwOpts) caddyfile(addr, issuer, upstream, keyFile string) string {
 }
 `, addr, issuer, upstream, or(o.scopes, "openid profile email offline_access recipes:read"),
 		or(o.store, "cookie"), or(o.keys, "{env.SESSION_KEY}"), or(o.idle, "30m"), or(o.life, "12h"),
-		or(o.skew, "30s"), o.extraOIDC, keyFile, token, o.sessionMore, o.siteMore))
+		or(o.skew, "30s"), o.extraOIDC, keyFile, token, o.sessionMore, o.siteMore, scheme, tlsLine)
+	if o.https {
+		// Automatic HTTPS stays on for the internal CA's certificate, but
+		// never redirects, never touches the system trust store.
+		return strings.Replace(harness.Caddyfile(site), "auto_https off", "auto_https disable_redirects\n\tskip_install_trust\n\tlocal_certs", 1)
+	}
+	return harness.Caddyfile(site)
 }
 
 func startGW(t *testing.T, o gwOpts) *gw {
@@ -184,6 +200,9 @@ func startGW(t *testing.T, o gwOpts) *gw {
 	up := harness.NewUpstream(t)
 	addr := harness.FreeAddr(t)
 	g := &gw{t: t, op: op, up: up, addr: addr, base: "http://" + addr, bin: bin}
+	if o.https {
+		g.base = "https://" + addr
+	}
 	g.keyFile = writeSigningKey(t)
 	g.opts = o
 	g.cfg = o.caddyfile(addr, op.Issuer(), up.Addr(), g.keyFile)

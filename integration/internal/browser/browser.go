@@ -206,3 +206,22 @@ func (b *Browser) close() {
 	}
 	b.cancel()
 }
+
+// WaitLocation polls the tab's URL until ok accepts it (navigations in
+// between are expected), or fails the test after 15s.
+func (b *Browser) WaitLocation(ok func(string) bool) string {
+	b.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	last := ""
+	for time.Now().Before(deadline) {
+		if loc, err := Get(b, chromedp.Location()); err == nil {
+			last = loc
+			if ok(loc) {
+				return loc
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.t.Fatalf("browser: still at %q", last)
+	return ""
+}
