@@ -25,10 +25,19 @@ unit:
 integration:
 	cd integration && $(GO) test -race -count=1 -timeout 20m ./...
 
-# fuzz runs each fuzz target briefly (seeds always run in `unit`).
+# fuzz runs each fuzz target briefly (their seeds run in `unit` too).
+FUZZTIME ?= 15s
+FUZZ_TARGETS := \
+	./oidcauth:FuzzOpen ./oidcauth:FuzzReturnTo \
+	./scopeauthz:FuzzCheckPath ./scopeauthz:FuzzMatch ./scopeauthz:FuzzCaddyfile \
+	./caddybff:FuzzCaddyfile ./caddybff:FuzzAppsFile ./caddybff:FuzzAppsCaddyfile \
+	./caddybff:FuzzParseRate ./caddybff:FuzzRateLimitCaddyfile
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzOpen -fuzztime 20s ./oidcauth
-	$(GO) test -run '^$$' -fuzz FuzzReturnTo -fuzztime 20s ./oidcauth
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 test: deps vet unit integration
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -269,4 +270,27 @@ Promise.allSettled([
 	t.Cleanup(func() { srv.Close() })
 	_ = harness.FreePort
 	return "http://" + ln.Addr().String()
+}
+
+// TestDemoScreenshot refreshes the README's screenshot of the demo:
+// BFF_DEMO_SCREENSHOT=../docs/demo-admin.png go test -run TestDemoScreenshot ./cmd/demo
+func TestDemoScreenshot(t *testing.T) {
+	out := os.Getenv("BFF_DEMO_SCREENSHOT")
+	if out == "" {
+		t.Skip("set BFF_DEMO_SCREENSHOT=<file.png> to take the README's screenshot")
+	}
+	d := startDemo(t, true)
+	for _, u := range []struct{ name, pass, file string }{
+		{testop.AdminUsername, testop.AdminPassword, out},
+		{testop.ReaderUsername, testop.ReaderPassword, strings.Replace(out, "admin", "reader", 1)},
+	} {
+		b := browser.Start(t, browser.Options{})
+		b.MustDo(chromedp.Navigate(gatewayURL(d) + "/"))
+		loginInBrowser(t, b, u.name, u.pass)
+		appCards(t, b)
+		png := browser.MustGet(b, chromedp.CaptureScreenshot())
+		if err := os.WriteFile(u.file, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
