@@ -216,3 +216,53 @@ func statValue(info, name string) int {
 	}
 	return -1
 }
+
+// Two caddy processes with the same bff_rate_limit (store redis) share one
+// budget: a user's burst spent on A is spent on B.
+func TestRateLimitSharedAcrossInstances(t *testing.T) {
+	rd := harness.StartRedis(t)
+	rl := fmt.Sprintf(`handle /limited/* {
+		bff_rate_limit {
+			rate 1r/m
+			burst 5
+			zone shared
+			store redis
+			redis {
+				address %s
+				key_prefix test:
+			}
+		}
+		respond "ok" 200
+	}`, rd.Addr())
+	a := startGW(t, gwOpts{siteMore: rl})
+	b := a.sibling()
+	c := a.admin()
+	codes := map[int]int{}
+	var last resp
+	for i := range 8 {
+		g := a
+		if i%2 == 1 {
+			g = b
+		}
+		last = get(t, c, g.base+"/limited/x")
+		codes[last.StatusCode]++
+	}
+	if codes[200] != 5 || codes[429] != 3 {
+		t.Fatalf("8 requests alternating across A and B with burst 5: %v, want 5 x 200 and 3 x 429", codes)
+	}
+	p := last.problem(t)
+	if last.Header.Get("Retry-After") == "" || !strings.Contains(last.Header.Get("RateLimit-Policy"), `"shared";q=5`) ||
+		!strings.Contains(last.Header.Get("RateLimit"), "r=0") {
+		t.Fatalf("429 headers: Retry-After %q RateLimit-Policy %q RateLimit %q (%v)", last.Header.Get("Retry-After"),
+			last.Header.Get("RateLimit-Policy"), last.Header.Get("RateLimit"), p)
+	}
+	// Another user has a budget of their own.
+	reader := a.login(testop.ReaderUsername, testop.ReaderPassword)
+	if r := get(t, reader, b.base+"/limited/x"); r.StatusCode != 200 {
+		t.Fatalf("another user: %d", r.StatusCode)
+	}
+	keys, _ := rd.Command("KEYS", "test:rl:*")
+	if strings.Contains(keys, testop.AdminSubject) || strings.Contains(keys, "127.0.0.1") {
+		t.Fatalf("rate-limit keys hold raw ids: %s", keys)
+	}
+}
