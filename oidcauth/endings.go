@@ -81,7 +81,8 @@ func ttl(until, now time.Time) time.Duration {
 	return max(until.Sub(now), time.Millisecond)
 }
 
-// ended costs one round trip (MGET of the three facts).
+// ended costs one round trip: a pipeline of GETs (not MGET, whose keys
+// would cross hash slots on a Cluster).
 func (re redisEndings) ended(ctx context.Context, s *session) (bool, error) {
 	ctx, cancel := re.cfg.Ctx(ctx)
 	defer cancel()
@@ -89,15 +90,30 @@ func (re redisEndings) ended(ctx context.Context, s *session) (bool, error) {
 	if s.SID != "" {
 		keys = append(keys, re.keySID(s.SID))
 	}
-	vals, err := re.c.MGet(ctx, keys...).Result()
-	if err != nil {
+	cmds, err := re.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.Get(ctx, k)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return false, err
+	}
+	vals := make([]*string, len(cmds))
+	for i, c := range cmds {
+		v, err := c.(*redis.StringCmd).Result()
+		switch {
+		case err == nil:
+			vals[i] = &v
+		case !errors.Is(err, redis.Nil):
+			return false, err
+		}
 	}
 	if vals[0] != nil || (len(vals) > 2 && vals[2] != nil) {
 		return true, nil
 	}
-	if at, ok := vals[1].(string); ok {
-		ms, err := strconv.ParseInt(at, 10, 64)
+	if vals[1] != nil {
+		ms, err := strconv.ParseInt(*vals[1], 10, 64)
 		if err != nil || s.Created <= ms {
 			return true, nil // unreadable: fail closed
 		}
@@ -142,5 +158,3 @@ func (re redisEndings) seenJTI(ctx context.Context, jti string, until time.Time)
 	}
 	return !ok, nil
 }
-
-var _ = errors.New

@@ -76,7 +76,9 @@ func (rs *redisStore) save(ctx context.Context, s *session, create bool, until t
 		}
 		return s.ID, nil
 	}
-	_, err = rs.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	// A plain pipeline, not MULTI: the keys live in different hash slots
+	// on a Cluster, and go-redis splits a pipeline per node.
+	_, err = rs.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, key, raw, d)
 		for _, idx := range rs.indexes(s) {
 			p.SAdd(ctx, idx, s.hkey())
@@ -101,7 +103,7 @@ func (rs *redisStore) indexes(s *session) []string {
 func (rs *redisStore) remove(ctx context.Context, s *session, _ time.Time) error {
 	ctx, cancel := rs.cfg.Ctx(ctx)
 	defer cancel()
-	_, err := rs.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := rs.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, rs.keySession(s.hkey()))
 		for _, idx := range rs.indexes(s) {
 			p.SRem(ctx, idx, s.hkey())
@@ -124,14 +126,23 @@ func (rs *redisStore) removeSessions(ctx context.Context, sub, sid string) (int,
 	if err != nil {
 		return 0, err
 	}
-	keys := make([]string, 0, len(members)+1)
-	for _, m := range members {
-		keys = append(keys, rs.keySession(m))
-	}
-	keys = append(keys, idx)
-	n, err := rs.c.Del(ctx, keys...).Result()
+	// One DEL per key in a pipeline: a multi-key DEL would cross hash
+	// slots on a Cluster.
+	cmds, err := rs.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range members {
+			p.Del(ctx, rs.keySession(m))
+		}
+		p.Del(ctx, idx)
+		return nil
+	})
 	if err != nil {
 		return 0, err
 	}
-	return int(max(n-1, 0)), nil
+	n := 0
+	for _, c := range cmds[:len(members)] {
+		if c.(*redis.IntCmd).Val() > 0 {
+			n++
+		}
+	}
+	return n, nil
 }
