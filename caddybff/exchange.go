@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
 	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
 	"github.com/caddy-bff/caddy-bff/oidcauth"
 )
@@ -24,9 +25,11 @@ func (t *Token) exchangedHeader(r *http.Request, id *oidcauth.Identity) (string,
 	k := cacheKey{session: id.SessionKey(), subject: id.Subject}
 	if k.session != "" {
 		if e := t.cache.get(k); e != nil && t.now().Before(e.refreshAt) {
+			metrics.TokenCache(metrics.ModeExchange, true)
 			return e.header, 0
 		}
 	}
+	metrics.TokenCache(metrics.ModeExchange, false)
 	flight := k.session + "\x00" + k.subject
 	v, _, _ := t.group.Do(flight, func() (any, error) {
 		if k.session != "" {
@@ -46,6 +49,9 @@ func (t *Token) exchangedHeader(r *http.Request, id *oidcauth.Identity) (string,
 				status = http.StatusUnauthorized
 			case errors.Is(err, oidcauth.ErrExchangeRefused):
 				status = http.StatusForbidden
+				metrics.TokenExchange(metrics.ExchangeRefused)
+			default:
+				metrics.TokenExchange(metrics.ExchangeUnavailable)
 			}
 			t.logger.Warn("token exchange failed",
 				zap.String("request_id", requestid.From(r)), zap.String("sub", id.Subject),
@@ -55,10 +61,12 @@ func (t *Token) exchangedHeader(r *http.Request, id *oidcauth.Identity) (string,
 		now := t.now()
 		life := exp.Sub(now)
 		if life <= time.Second {
+			metrics.TokenExchange(metrics.ExchangeUnavailable)
 			t.logger.Warn("token exchange returned an expired token",
 				zap.String("request_id", requestid.From(r)), zap.String("audience", t.Audience))
 			return mintResult{status: http.StatusServiceUnavailable}, nil
 		}
+		metrics.TokenExchange(metrics.ExchangeSuccess)
 		e := &cachedToken{
 			header:    "Bearer " + tok,
 			subject:   id.Subject,

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
 	"github.com/caddy-bff/caddy-bff/caddybff/problem"
 	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
 	"github.com/caddy-bff/caddy-bff/oidcauth"
@@ -126,6 +127,8 @@ type RateLimit struct {
 	store   limiter
 	release func()
 	fail    string
+	// rejected counts a 429 in zone.
+	rejected func()
 
 	// Failing-store log throttle: when the last message was logged, and
 	// how many were held back since.
@@ -167,6 +170,10 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 	if rl.zone == "" {
 		rl.zone = defaultZone
 	}
+	if err := metrics.Register(ctx); err != nil {
+		return fmt.Errorf("bff_rate_limit: %w", err)
+	}
+	rl.rejected = metrics.RateLimitRejection(rl.zone)
 	rl.policy = `"` + rl.zone + `";q=` + strconv.Itoa(rl.burst) + ";w=" + strconv.FormatInt(rl.window, 10)
 	rl.fail = rl.Fail
 	if rl.fail == "" {
@@ -347,6 +354,7 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	if d.allowed {
 		return next.ServeHTTP(w, r)
 	}
+	rl.rejected()
 	wait := max(ceilSeconds(d.retryAfter), 1)
 	if ce := rl.logger.Check(zapcore.DebugLevel, "rate limited"); ce != nil {
 		ce.Write(zap.String("zone", rl.zone), zap.Int64("retry_after", wait))

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
 	"github.com/caddy-bff/caddy-bff/caddybff/problem"
 	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
 	"github.com/caddy-bff/caddy-bff/oidcauth"
@@ -128,6 +129,9 @@ func (*Token) CaddyModule() caddy.ModuleInfo {
 func (t *Token) Provision(ctx caddy.Context) error {
 	t.logger = ctx.Logger()
 	t.now = time.Now
+	if err := metrics.Register(ctx); err != nil {
+		return fmt.Errorf("bff_token: %w", err)
+	}
 	t.mode = t.Mode
 	if t.mode == "" {
 		t.mode = modeAccessToken
@@ -336,6 +340,7 @@ func (t *Token) mintedHeader(r *http.Request, id *oidcauth.Identity) (string, in
 	// A session key is what keeps users apart in the cache; without one,
 	// mint every time rather than risk handing out another user's token.
 	if k.session == "" {
+		metrics.TokenCache(metrics.ModeMint, false)
 		e, status := t.mint(id, t.issuerFor(k), t.grantedScopes(id.Scopes), t.now())
 		if status != 0 {
 			return "", status
@@ -345,8 +350,10 @@ func (t *Token) mintedHeader(r *http.Request, id *oidcauth.Identity) (string, in
 
 	// Fast path: a read lock and a map lookup, no allocation.
 	if e := t.cache.get(k); e != nil && t.reusable(e, id) {
+		metrics.TokenCache(metrics.ModeMint, true)
 		return e.header, 0
 	}
+	metrics.TokenCache(metrics.ModeMint, false)
 
 	scopes := t.grantedScopes(id.Scopes)
 	iss := t.issuerFor(k)

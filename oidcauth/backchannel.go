@@ -10,6 +10,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"go.uber.org/zap"
 
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
 	"github.com/caddy-bff/caddy-bff/caddybff/problem"
 	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
 )
@@ -98,6 +99,11 @@ func (h *Handler) serveBackchannel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.logger.Debug("back-channel logout", zap.String("request_id", requestid.From(r)), zap.Int("sessions_ended", n))
+	if _, ok := h.store.(*cookieStore); ok {
+		// The cookie store cannot count the sessions a logout token ends.
+		n = 1
+	}
+	metrics.SessionsEnded(metrics.EndBackchannel, n)
 	h.auditBackchannel(r, lt.Subject, lt.SID, "success")
 	w.WriteHeader(http.StatusOK)
 }

@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
 	"github.com/caddy-bff/caddy-bff/caddybff/problem"
 	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
 )
@@ -92,7 +94,9 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	conf := info.oauth
 	conf.RedirectURL = h.absURL(r, h.CallbackPath)
+	start := time.Now()
 	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(ls.Verifier))
+	metrics.ProviderCall(metrics.CallCodeExchange, start, err)
 	if err != nil {
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.Response != nil && re.Response.StatusCode < 500 {
 			h.auditLogin(r, "", "code_rejected:"+safeCode(re.ErrorCode))
@@ -169,6 +173,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeSessionCookie(w, r, value, h.lifetime)
+	metrics.SessionCreated()
 	h.auditLogin(r, s.Subject, "success")
 	http.Redirect(w, r, ls.ReturnTo, http.StatusFound)
 }
@@ -185,7 +190,9 @@ func (h *Handler) userClaims(ctx context.Context, r *http.Request, info *provide
 		delete(claims, k)
 	}
 	if info.userinfo != "" {
+		start := time.Now()
 		ui, err := info.oidc.UserInfo(ctx, oauth2.StaticTokenSource(tok))
+		metrics.ProviderCall(metrics.CallUserInfo, start, err)
 		switch {
 		case err != nil:
 			h.logger.Warn("userinfo unavailable; using the ID token's claims",
@@ -251,6 +258,7 @@ func safeCode(c string) string {
 }
 
 func (h *Handler) auditLogin(r *http.Request, sub, outcome string) {
+	metrics.Login(outcome)
 	h.audit.Info("login",
 		zap.String("request_id", requestid.From(r)),
 		zap.String("sub", sub),

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
 )
 
 // Errors of Identity.Exchange, for handlers to classify with errors.Is.
@@ -74,16 +76,21 @@ func (h *Handler) exchange(ctx context.Context, subjectToken, audience string, s
 	req.Header.Set("Accept", "application/json")
 	// RFC 6749 §2.3.1: client id and secret form-urlencoded, then Basic.
 	req.SetBasicAuth(url.QueryEscape(h.ClientID), url.QueryEscape(h.clientSecret))
+	start := time.Now()
 	resp, err := h.disc.client.Do(req)
 	if err != nil {
+		metrics.ProviderCall(metrics.CallTokenExchange, start, err)
 		return "", time.Time{}, fmt.Errorf("%w: token exchange: %w", errProviderDown, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenResponse))
 	if err != nil {
+		metrics.ProviderCall(metrics.CallTokenExchange, start, err)
 		return "", time.Time{}, fmt.Errorf("%w: token exchange: %w", errProviderDown, err)
 	}
-	return h.parseExchange(resp.StatusCode, body)
+	tok, exp, err := h.parseExchange(resp.StatusCode, body)
+	metrics.ProviderCall(metrics.CallTokenExchange, start, err)
+	return tok, exp, err
 }
 
 // parseExchange reads a token endpoint answer (RFC 8693 §2.2). Errors

@@ -2,12 +2,15 @@ package oidcauth
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
 	"github.com/caddy-bff/caddy-bff/caddybff/problem"
 	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
 )
@@ -48,6 +51,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) {
 		problem.Error(w, r, http.StatusServiceUnavailable, "session store unavailable; the session may still be active")
 		return
 	}
+	metrics.SessionsEnded(metrics.EndLogout, 1)
 	ctx, cancel := h.providerCtx(r)
 	defer cancel()
 	if info, err := h.disc.get(ctx); err == nil {
@@ -89,13 +93,22 @@ func (h *Handler) revoke(ctx context.Context, r *http.Request, endpoint, token s
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(url.QueryEscape(h.ClientID), url.QueryEscape(h.clientSecret))
+	start := time.Now()
 	resp, err := h.disc.client.Do(req)
 	if err != nil {
+		metrics.ProviderCall(metrics.CallRevocation, start, err)
 		h.logger.Warn("logout: token revocation failed", zap.String("request_id", requestid.From(r)), zap.Error(err))
 		return
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		metrics.ProviderCall(metrics.CallRevocation, start, errRevocationRefused)
 		h.logger.Warn("logout: token revocation refused", zap.String("request_id", requestid.From(r)), zap.Int("status", resp.StatusCode))
+		return
 	}
+	metrics.ProviderCall(metrics.CallRevocation, start, nil)
 }
+
+// errRevocationRefused labels a revocation the provider answered with a
+// status other than 200.
+var errRevocationRefused = errors.New("token revocation refused")

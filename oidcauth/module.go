@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
 	"github.com/caddy-bff/caddy-bff/caddybff/problem"
 	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
 	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
@@ -137,6 +138,9 @@ var statePool = caddy.NewUsagePool()
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.audit = h.logger.Named("audit")
+	if err := metrics.Register(ctx); err != nil {
+		return fmt.Errorf("oidc_auth: %w", err)
+	}
 	if h.now == nil {
 		h.now = time.Now
 	}
@@ -396,6 +400,7 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, public bo
 	now := h.now()
 	if !s.alive(now, h.idle, h.lifetime) {
 		_ = h.store.remove(r.Context(), s, s.expiresAt(h.lifetime))
+		metrics.SessionsEnded(metrics.EndExpired, 1)
 		clearSessionCookie(w, r)
 		return nil, true
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
 )
 
 // errProviderDown: discovery or a provider call failed for reasons that are
@@ -100,7 +102,9 @@ func (d *discovery) get(ctx context.Context) (*providerInfo, error) {
 func (d *discovery) discover() (*providerInfo, error) {
 	ctx, cancel := context.WithTimeout(d.ctx, providerTimeout)
 	defer cancel()
+	start := time.Now()
 	p, err := oidc.NewProvider(oidc.ClientContext(ctx, d.client), d.issuer)
+	metrics.ProviderCall(metrics.CallDiscovery, start, err)
 	if err != nil {
 		return nil, fmt.Errorf("%w: discovery: %w", errProviderDown, err)
 	}

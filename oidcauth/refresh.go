@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
 	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
 )
 
@@ -115,10 +116,12 @@ func (h *Handler) doRefresh(r *http.Request, s *session) (refreshResult, error) 
 	if err != nil {
 		return refreshResult{}, err
 	}
+	start := time.Now()
 	tok, err := info.oauth.TokenSource(ctx, &oauth2.Token{
 		RefreshToken: s.RefreshToken,
 		Expiry:       time.Unix(1, 0), // force the refresh
 	}).Token()
+	metrics.ProviderCall(metrics.CallRefresh, start, err)
 	if err != nil {
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.ErrorCode == "invalid_grant" {
 			// A server-side store may already hold the winner's tokens (a
@@ -141,6 +144,7 @@ func (h *Handler) doRefresh(r *http.Request, s *session) (refreshResult, error) 
 				return refreshResult{s: s, until: exp}, nil
 			}
 			_ = h.store.remove(r.Context(), s, s.end(h.idle, h.lifetime))
+			metrics.SessionsEnded(metrics.EndInvalidGrant, 1)
 			h.auditRefresh(r, s.Subject, "invalid_grant")
 			return refreshResult{}, errSessionEnded
 		}
@@ -185,6 +189,7 @@ func (h *Handler) doRefresh(r *http.Request, s *session) (refreshResult, error) 
 }
 
 func (h *Handler) auditRefresh(r *http.Request, sub, outcome string) {
+	metrics.Refresh(outcome)
 	h.audit.Info("refresh",
 		zap.String("request_id", requestid.From(r)),
 		zap.String("sub", sub),

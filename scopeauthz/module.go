@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
 	"github.com/caddy-bff/caddy-bff/caddybff/problem"
 	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
 	"github.com/caddy-bff/caddy-bff/oidcauth"
@@ -74,6 +75,9 @@ func (*Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.audit = h.logger.Named("audit")
+	if err := metrics.Register(ctx); err != nil {
+		return fmt.Errorf("scope_authz: %w", err)
+	}
 	h.claim = h.Claim
 	if h.claim == "" {
 		h.claim = DefaultClaim
@@ -190,8 +194,14 @@ func loginDetail(missing string) string {
 	return "login required: this request needs " + missing
 }
 
-// log writes the audit entry of a decision.
+// log counts a decision and writes its audit entry. rule is "path" (an
+// ambiguous path), "default" or the deciding rule's label.
 func (h *Handler) log(reqID string, id *oidcauth.Identity, method, path, rule, outcome, missing string) {
+	reason := metrics.ReasonRule
+	if rule == metrics.ReasonPath || rule == metrics.ReasonDefault {
+		reason = rule
+	}
+	metrics.Authz(outcome == "allow", reason)
 	ce := h.audit.Check(zapcore.InfoLevel, "authz")
 	if ce == nil {
 		return
