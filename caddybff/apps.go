@@ -191,25 +191,8 @@ func (a *Apps) Validate() error {
 	if a.File == "" && len(a.Applications) == 0 {
 		return errors.New("bff_apps: no applications: give a file or app blocks")
 	}
-	if err := checkClaimName(a.Claim); err != nil {
+	if err := scopeauthz.CheckClaim(a.Claim); err != nil {
 		return fmt.Errorf("bff_apps: claim %q: %w", a.Claim, err)
-	}
-	return nil
-}
-
-// checkClaimName accepts what scope_authz's claim accepts: claim names and
-// dotted paths without empty parts, white space or control characters.
-func checkClaimName(c string) error {
-	if c == "" {
-		return nil
-	}
-	for part := range strings.SplitSeq(c, ".") {
-		if part == "" {
-			return errors.New("empty part in dotted claim name")
-		}
-	}
-	if strings.ContainsFunc(c, func(r rune) bool { return r <= ' ' || r == 0x7F }) {
-		return errors.New("white space or control character in claim name")
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/caddy-bff/caddy-bff/scopeauthz"
 )
 
 func init() {
@@ -97,7 +99,7 @@ func (a *Apps) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&a.Claim) {
 				return d.ArgErr()
 			}
-			if err := checkClaimName(a.Claim); err != nil {
+			if err := scopeauthz.CheckClaim(a.Claim); err != nil {
 				return d.Errf("claim %q: %v", a.Claim, err)
 			}
 		case "app":

@@ -61,7 +61,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.Claim) {
 				return d.ArgErr()
 			}
-			if err := checkClaim(h.Claim); err != nil {
+			if err := CheckClaim(h.Claim); err != nil {
 				return d.Errf("claim %q: %v", h.Claim, err)
 			}
 		case "default":

@@ -100,7 +100,7 @@ func (h *Handler) Validate() error {
 }
 
 func (h *Handler) compile() (*policy, []string, error) {
-	if err := checkClaim(h.Claim); err != nil {
+	if err := CheckClaim(h.Claim); err != nil {
 		return nil, nil, fmt.Errorf("scope_authz: claim %q: %w", h.Claim, err)
 	}
 	p, warnings, err := compilePolicy(h.Allow, h.Default)
@@ -110,9 +110,9 @@ func (h *Handler) compile() (*policy, []string, error) {
 	return p, warnings, nil
 }
 
-// checkClaim accepts claim names and dotted paths without empty parts or
+// CheckClaim accepts claim names and dotted paths without empty parts or
 // white space.
-func checkClaim(c string) error {
+func CheckClaim(c string) error {
 	if c == "" {
 		return nil
 	}
