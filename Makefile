@@ -41,8 +41,14 @@ fuzz:
 
 test: deps vet unit integration
 
+# bench: the same browser requests (session cookie included) to a bare
+# reverse_proxy (A) and to the full chain (B), side by side in one run; the
+# first run must keep >= 90%. Then, for the record: A without the cookie
+# (the chain's cost including the cookie's bytes), and the Redis store.
 bench:
-	cd integration && $(GO) run ./cmd/loadbench
+	cd integration && $(GO) run ./cmd/loadbench -a-cookie -min-ratio 0.90
+	cd integration && $(GO) run ./cmd/loadbench -min-ratio 0
+	cd integration && $(GO) run ./cmd/loadbench -a-cookie -store redis -min-ratio 0
 
 demo:
 	cd integration && $(GO) run ./cmd/demo

@@ -38,24 +38,47 @@ func chunkName(base string, i int) string {
 
 // readSessionCookie joins the session cookie's chunks. present reports
 // whether any session cookie came, even an unusable one (for CSRF checks
-// and clearing).
+// and clearing). It scans the Cookie header once, without allocating for a
+// single chunk (r.Cookie would re-parse the whole header for each name). As
+// with r.Cookie, the first cookie of a name wins.
 func readSessionCookie(r *http.Request) (value string, present bool) {
 	base := sessionCookieName(r)
-	first, err := r.Cookie(base)
-	if err != nil {
+	var chunks [maxChunks]string
+	var seen [maxChunks]bool
+	for _, line := range r.Header["Cookie"] {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimSpace(part)
+			name, val, ok := strings.Cut(part, "=")
+			if !ok || !strings.HasPrefix(name, base) {
+				continue
+			}
+			i := 0
+			if rest := name[len(base):]; rest != "" {
+				if len(rest) != 2 || rest[0] != '.' || rest[1] < '1' || rest[1] >= '0'+maxChunks {
+					continue
+				}
+				i = int(rest[1] - '0')
+			}
+			if seen[i] {
+				continue
+			}
+			if len(val) > 1 && val[0] == '"' && val[len(val)-1] == '"' {
+				val = val[1 : len(val)-1]
+			}
+			seen[i], chunks[i] = true, val
+		}
+	}
+	if !seen[0] {
 		return "", false
 	}
-	if first.Value == "" {
-		return "", true
+	if !seen[1] || chunks[0] == "" {
+		return chunks[0], true
 	}
 	var sb strings.Builder
-	sb.WriteString(first.Value)
-	for i := 1; i < maxChunks; i++ {
-		c, err := r.Cookie(chunkName(base, i))
-		if err != nil {
-			break
-		}
-		sb.WriteString(c.Value)
+	for i := 0; i < maxChunks && seen[i]; i++ {
+		sb.WriteString(chunks[i])
 	}
 	return sb.String(), true
 }

@@ -111,3 +111,59 @@ func TestIsNavigation(t *testing.T) {
 		}
 	}
 }
+
+func TestReadSessionCookieParsing(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		headers []string
+		want    string
+		present bool
+	}{
+		{"none", nil, "", false},
+		{"other cookies", []string{"a=1; b=2"}, "", false},
+		{"single", []string{"a=1; bff_session=abc; b=2"}, "abc", true},
+		{"empty", []string{"bff_session="}, "", true},
+		{"quoted", []string{`bff_session="abc"`}, "abc", true},
+		{"chunks in order", []string{"bff_session=ab; bff_session.1=cd; bff_session.2=ef"}, "abcdef", true},
+		{"chunks out of order", []string{"bff_session.2=ef; bff_session=ab", "bff_session.1=cd"}, "abcdef", true},
+		{"gap stops", []string{"bff_session=ab; bff_session.2=ef"}, "ab", true},
+		{"first wins", []string{"bff_session=first; bff_session=second"}, "first", true},
+		{"chunk without base", []string{"bff_session.1=cd"}, "", false},
+		{"look-alike names", []string{"bff_sessionX=1; bff_session.x=2; bff_session.10=3; bff_session.8=4; xbff_session=5"}, "", false},
+		{"spaces", []string{"  bff_session=abc  ;c=d"}, "abc", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			for _, h := range tc.headers {
+				r.Header.Add("Cookie", h)
+			}
+			got, present := readSessionCookie(r)
+			if got != tc.want || present != tc.present {
+				t.Fatalf("readSessionCookie = %q, %v; want %q, %v", got, present, tc.want, tc.present)
+			}
+		})
+	}
+}
+
+func TestDeflateRoundTrip(t *testing.T) {
+	small := []byte(`{"i":"x"}`)
+	if got := deflate(small); string(got) != string(small) {
+		t.Fatal("a payload that does not shrink must stay as it is")
+	}
+	big := []byte(`{"c":{"name":"` + strings.Repeat("Ada Lovelace ", 100) + `"}}`)
+	z := deflate(big)
+	if z[0] != markDeflate || len(z) >= len(big) {
+		t.Fatalf("not compressed: %d bytes from %d", len(z), len(big))
+	}
+	back, err := inflate(z)
+	if err != nil || string(back) != string(big) {
+		t.Fatalf("round trip: %v", err)
+	}
+	bomb := deflate(make([]byte, 10*maxSessionJSON))
+	if _, err := inflate(bomb); err == nil {
+		t.Fatal("an oversized payload inflated")
+	}
+	if _, err := inflate([]byte("zgarbage")); err == nil {
+		t.Fatal("garbage inflated")
+	}
+}

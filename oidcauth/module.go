@@ -234,12 +234,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.ends = redisEndings{c: client, cfg: rc, now: h.now}
 		h.redis = &redisCoord{c: client, cfg: rc}
 		if h.Session.Store == "redis" {
-			h.store = &redisStore{c: client, cfg: rc, now: h.now, lifetime: h.lifetime}
+			h.store = &redisStore{c: client, cfg: rc, now: h.now, idle: h.idle, lifetime: h.lifetime}
 		}
 	}
 	switch h.Session.Store {
 	case "cookie":
-		h.store = newCookieStore(h.keys, h.ends, h.now)
+		cs := newCookieStore(h.keys, h.ends, h.now)
+		cs.idle, cs.lifetime = h.idle, h.lifetime
+		h.store = cs
 	case "memory":
 		h.store = h.state.memory
 	}
@@ -432,6 +434,7 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, public bo
 
 	if now.UnixMilli()-s.LastSeen >= h.touchInterval.Milliseconds() && !(r.URL.Path == h.UserPath && r.URL.Query().Get("touch") == "false") {
 		ns := *s
+		ns.ident = nil
 		ns.LastSeen = now.UnixMilli()
 		cookie, err := h.store.save(r.Context(), &ns, false, ns.end(h.idle, h.lifetime))
 		switch {
@@ -452,7 +455,13 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, public bo
 		}
 	}
 
-	id := s.identity(h.idle, h.lifetime)
+	var id *Identity
+	if s.ident != nil {
+		c := *s.ident // computed once per opened cookie
+		id = &c
+	} else {
+		id = s.identity(h.idle, h.lifetime)
+	}
 	id.handler = h
 	h.attach(r, id)
 	return id, true
@@ -466,28 +475,41 @@ func (h *Handler) attach(r *http.Request, id *Identity) {
 	if !ok {
 		return
 	}
-	repl.Set("http.auth.user.id", id.Subject)
-	repl.Set("http.auth.user.email", id.Email)
-	repl.Set("http.auth.user.scopes", strings.Join(id.Scopes, " "))
-	claims := id.Claims
-	repl.Map(func(key string) (any, bool) {
-		name, ok := strings.CutPrefix(key, "http.auth.user.claims.")
-		if !ok {
-			return nil, false
+	// One lazy provider instead of eager Sets: most requests never read
+	// these, and Caddy's access log only asks for the user id.
+	repl.Map(id.placeholder)
+}
+
+// placeholder resolves {http.auth.user.*} for this identity.
+func (id *Identity) placeholder(key string) (any, bool) {
+	rest, ok := strings.CutPrefix(key, "http.auth.user.")
+	if !ok {
+		return nil, false
+	}
+	switch rest {
+	case "id":
+		return id.Subject, true
+	case "email":
+		return id.Email, true
+	case "scopes":
+		return strings.Join(id.Scopes, " "), true
+	}
+	name, ok := strings.CutPrefix(rest, "claims.")
+	if !ok {
+		return nil, false
+	}
+	v, ok := id.Claims[name]
+	if !ok {
+		return "", true
+	}
+	if arr, ok := v.([]any); ok {
+		parts := make([]string, 0, len(arr))
+		for _, e := range arr {
+			parts = append(parts, fmt.Sprint(e))
 		}
-		v, ok := claims[name]
-		if !ok {
-			return "", true
-		}
-		if arr, ok := v.([]any); ok {
-			parts := make([]string, 0, len(arr))
-			for _, e := range arr {
-				parts = append(parts, fmt.Sprint(e))
-			}
-			return strings.Join(parts, ","), true
-		}
-		return v, true
-	})
+		return strings.Join(parts, ","), true
+	}
+	return v, true
 }
 
 // challenge answers an anonymous request on a protected path: browser

@@ -153,6 +153,7 @@ func (h *Handler) doRefresh(r *http.Request, s *session) (refreshResult, error) 
 		return refreshResult{}, fmt.Errorf("%w: refresh", errProviderDown)
 	}
 	ns := *s
+	ns.ident = nil
 	ns.AccessToken = tok.AccessToken
 	if tok.RefreshToken != "" {
 		ns.RefreshToken = tok.RefreshToken

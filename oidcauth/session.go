@@ -22,7 +22,8 @@ type session struct {
 	Created      int64          `json:"ct"`           // unix milliseconds
 	LastSeen     int64          `json:"ls"`           // unix milliseconds
 
-	key string // hashID(ID), set before the session is shared
+	key   string    // hashID(ID), set before the session is shared
+	ident *Identity // precomputed identity (without handler), or nil
 }
 
 // hkey returns the session's store/cache key, computing it when unset.

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,8 +22,23 @@ type redisStore struct {
 	c        redis.UniversalClient
 	cfg      *redisconf.Resolved
 	now      func() time.Time
+	idle     time.Duration
 	lifetime time.Duration
+
+	// decoded caches the last session decoded per key with the exact bytes
+	// it came from: every request still reads Redis (a logout elsewhere
+	// shows at once), but unchanged bytes skip the JSON decoding.
+	mu      sync.RWMutex
+	decoded map[string]decodedSession
 }
+
+type decodedSession struct {
+	raw string
+	s   *session
+}
+
+// maxDecoded bounds the decode cache (entries of a few KiB).
+const maxDecoded = 8192
 
 func (rs *redisStore) keySession(hkey string) string { return rs.cfg.KeyPrefix + "s:" + hkey }
 func (rs *redisStore) keyBySub(sub string) string {
@@ -40,18 +56,33 @@ func (rs *redisStore) load(ctx context.Context, value string) (*session, error) 
 		return nil, errNoSession
 	}
 	hkey := hashID(value)
-	raw, err := rs.c.Get(ctx, rs.keySession(hkey)).Bytes()
+	raw, err := rs.c.Get(ctx, rs.keySession(hkey)).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, errNoSession
 	}
 	if err != nil {
 		return nil, err
 	}
+	rs.mu.RLock()
+	d, ok := rs.decoded[hkey]
+	rs.mu.RUnlock()
+	if ok && d.raw == raw && subtle.ConstantTimeCompare([]byte(d.s.ID), []byte(value)) == 1 {
+		return d.s, nil
+	}
 	s := new(session)
-	if err := json.Unmarshal(raw, s); err != nil || subtle.ConstantTimeCompare([]byte(s.ID), []byte(value)) != 1 {
+	if err := json.Unmarshal([]byte(raw), s); err != nil || subtle.ConstantTimeCompare([]byte(s.ID), []byte(value)) != 1 {
 		return nil, errNoSession
 	}
 	s.key = hkey
+	if rs.idle > 0 {
+		s.ident = s.identity(rs.idle, rs.lifetime)
+	}
+	rs.mu.Lock()
+	if rs.decoded == nil || len(rs.decoded) >= maxDecoded {
+		rs.decoded = make(map[string]decodedSession)
+	}
+	rs.decoded[hkey] = decodedSession{raw: raw, s: s}
+	rs.mu.Unlock()
 	return s, nil
 }
 

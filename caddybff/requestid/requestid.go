@@ -68,7 +68,9 @@ func Ensure(w http.ResponseWriter, r *http.Request) string {
 		repl.Set("http.request_id", id)
 	}
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Set(zap.String("request_id", id))
+		// Add, not Set: Ensure runs once per request (the var above), and
+		// Set rebuilds Caddy's field index on every call.
+		extra.Add(zap.String("request_id", id))
 	}
 	return id
 }
