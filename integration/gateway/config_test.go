@@ -38,6 +38,13 @@ func TestCaddyfileExampleValidates(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Valid configuration") {
 		t.Fatalf("caddy validate Caddyfile.example: %v\n%s", err, out)
 	}
+	// An operator copies this file: it must validate without warnings
+	// (formatting, shadowed rules, risky settings).
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, `"level":"warn"`) {
+			t.Errorf("caddy validate warns about Caddyfile.example: %s", line)
+		}
+	}
 	// Without its secrets it must refuse to start, naming what is missing.
 	out, err = harness.Validate(bin, string(src))
 	if err == nil || !strings.Contains(out, "oidc_auth") {
