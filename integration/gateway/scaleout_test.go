@@ -266,3 +266,68 @@ func TestRateLimitSharedAcrossInstances(t *testing.T) {
 		t.Fatalf("rate-limit keys hold raw ids: %s", keys)
 	}
 }
+
+// The same guarantees on a three-master Redis Cluster, where a session, its
+// indexes, locks and ended-facts live in different hash slots.
+func TestRedisCluster(t *testing.T) {
+	rc := harness.StartRedisCluster(t)
+	block := fmt.Sprintf("redis {\n\t\t\t\taddress %s\n\t\t\t\tkey_prefix test:\n\t\t\t}", strings.Join(rc.Addrs(), " "))
+	for _, store := range []string{"redis", "cookie"} {
+		t.Run(store, func(t *testing.T) {
+			a := startGW(t, gwOpts{store: store, sessionMore: block, accessTTL: 6 * time.Second, skew: "4s", tokenMode: "access_token"})
+			b := a.sibling()
+			c := a.admin()
+			if r := get(t, c, b.base+"/api/x"); r.StatusCode != 200 {
+				t.Fatalf("login on A, use on B: %d %s", r.StatusCode, r.body)
+			}
+			// Refresh race across instances on the cluster.
+			time.Sleep(2500 * time.Millisecond)
+			a.op.ResetStats()
+			cookie := a.cookieHeader(c)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			codes := map[int]int{}
+			for i := range 40 {
+				base := a.base
+				if i%2 == 1 {
+					base = b.base
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := do(t, bare(), "GET", base+"/api/race", map[string]string{"Cookie": cookie})
+					mu.Lock()
+					codes[r.StatusCode]++
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			if codes[200] != 40 || a.op.TokenCalls(testop.GrantRefreshToken) != 1 {
+				t.Fatalf("refresh race on the cluster: %v, %d refresh calls", codes, a.op.TokenCalls(testop.GrantRefreshToken))
+			}
+			// Back-channel logout on B ends the sessions on A.
+			c2 := a.admin()
+			tok, err := a.op.LogoutToken(testop.AdminSubject, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := postLogoutToken(t, b, tok); r.StatusCode != 200 {
+				t.Fatalf("back-channel logout on the cluster: %d", r.StatusCode)
+			}
+			for _, cl := range []*http.Client{c, c2} {
+				if r := get(t, cl, a.base+"/api/x"); r.StatusCode != 401 {
+					t.Fatalf("after back-channel logout: %d, want 401", r.StatusCode)
+				}
+			}
+			// Logout on A ends a new session on B.
+			c3 := a.admin()
+			copied := a.cookieHeader(c3)
+			if r := do(t, c3, "POST", a.base+"/auth/logout", map[string]string{"Origin": a.base}); r.StatusCode != 303 {
+				t.Fatalf("logout: %d", r.StatusCode)
+			}
+			if r := do(t, bare(), "GET", b.base+"/api/x", map[string]string{"Cookie": copied}); r.StatusCode != 401 {
+				t.Fatalf("after logout on A, a copy of the cookie on B: %d", r.StatusCode)
+			}
+		})
+	}
+}

@@ -166,3 +166,69 @@ func (r *Redis) Command(args ...string) (string, error) {
 	}
 	return line, nil
 }
+
+// RedisCluster is a three-master Redis Cluster on loopback (no replicas),
+// for tests that must hold on a Cluster: keys in different hash slots.
+type RedisCluster struct {
+	Nodes []*Redis
+}
+
+// StartRedisCluster starts three redis-server nodes in cluster mode and
+// joins them with redis-cli --cluster create.
+func StartRedisCluster(t testing.TB) *RedisCluster {
+	t.Helper()
+	bin := RedisBinary(t)
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Fatalf("redis-cli is missing (Debian's redis-tools): %v", err)
+	}
+	rc := &RedisCluster{}
+	var addrs []string
+	for range 3 {
+		n := &Redis{t: t, bin: bin, dir: t.TempDir(), port: FreePort(t)}
+		n.addr = fmt.Sprintf("127.0.0.1:%d", n.port)
+		n.cmd = exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(n.port), "--save", "", "--appendonly", "no",
+			"--dir", n.dir, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(n.dir, "nodes.conf"),
+			"--cluster-node-timeout", "2000", "--logfile", filepath.Join(n.dir, "redis.log"))
+		if err := n.cmd.Start(); err != nil {
+			t.Fatalf("starting redis-server: %v", err)
+		}
+		t.Cleanup(n.Stop)
+		deadline := time.Now().Add(10 * time.Second)
+		for n.ping() != nil && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		rc.Nodes = append(rc.Nodes, n)
+		addrs = append(addrs, n.addr)
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		ok := true
+		for _, n := range rc.Nodes {
+			info, err := n.Command("CLUSTER", "INFO")
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				ok = false
+			}
+		}
+		if ok {
+			return rc
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("the Redis Cluster did not reach cluster_state:ok")
+	return nil
+}
+
+// Addrs lists the nodes' host:port.
+func (rc *RedisCluster) Addrs() []string {
+	var out []string
+	for _, n := range rc.Nodes {
+		out = append(out, n.addr)
+	}
+	return out
+}
