@@ -272,12 +272,14 @@ Promise.allSettled([
 	return "http://" + ln.Addr().String()
 }
 
-// TestDemoScreenshot refreshes the README's screenshot of the demo:
-// BFF_DEMO_SCREENSHOT=../docs/demo-admin.png go test -run TestDemoScreenshot ./cmd/demo
+// TestDemoScreenshot renders the portal at 1280x800 for both users and
+// checks the shell fits the viewport's width (no horizontal scrolling).
+// With BFF_DEMO_SCREENSHOT=$PWD/../docs/demo-admin.png it refreshes the
+// README's screenshots.
 func TestDemoScreenshot(t *testing.T) {
 	out := os.Getenv("BFF_DEMO_SCREENSHOT")
 	if out == "" {
-		t.Skip("set BFF_DEMO_SCREENSHOT=<file.png> to take the README's screenshot")
+		out = t.TempDir() + "/demo-admin.png"
 	}
 	d := startDemo(t, true)
 	for _, u := range []struct{ name, pass, file string }{
@@ -288,7 +290,13 @@ func TestDemoScreenshot(t *testing.T) {
 		b.MustDo(chromedp.Navigate(gatewayURL(d) + "/"))
 		loginInBrowser(t, b, u.name, u.pass)
 		appCards(t, b)
+		if w := browser.Eval[int](b, `document.documentElement.scrollWidth`); w > 1280 {
+			t.Fatalf("the shell is %dpx wide at a 1280px window", w)
+		}
 		png := browser.MustGet(b, chromedp.CaptureScreenshot())
+		if len(png) < 1000 || string(png[1:4]) != "PNG" {
+			t.Fatalf("not a PNG screenshot (%d bytes)", len(png))
+		}
 		if err := os.WriteFile(u.file, png, 0o644); err != nil {
 			t.Fatal(err)
 		}
