@@ -99,24 +99,7 @@ func TestRefreshRaceAcrossInstances(t *testing.T) {
 			time.Sleep(2500 * time.Millisecond) // now within refresh_skew
 			a.op.ResetStats()
 			cookie := a.cookieHeader(c) // every racer carries the pre-refresh cookie
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			codes := map[int]int{}
-			for i := range 100 {
-				base := a.base
-				if i%2 == 1 {
-					base = b.base
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					r := do(t, bare(), "GET", base+"/api/race", map[string]string{"Cookie": cookie})
-					mu.Lock()
-					codes[r.StatusCode]++
-					mu.Unlock()
-				}()
-			}
-			wg.Wait()
+			codes := race(t, 100, cookie, a, b)
 			if codes[200] != 100 {
 				t.Fatalf("status counts %v, want 100 x 200", codes)
 			}
@@ -284,24 +267,7 @@ func TestRedisCluster(t *testing.T) {
 			time.Sleep(2500 * time.Millisecond)
 			a.op.ResetStats()
 			cookie := a.cookieHeader(c)
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			codes := map[int]int{}
-			for i := range 40 {
-				base := a.base
-				if i%2 == 1 {
-					base = b.base
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					r := do(t, bare(), "GET", base+"/api/race", map[string]string{"Cookie": cookie})
-					mu.Lock()
-					codes[r.StatusCode]++
-					mu.Unlock()
-				}()
-			}
-			wg.Wait()
+			codes := race(t, 40, cookie, a, b)
 			if codes[200] != 40 || a.op.TokenCalls(testop.GrantRefreshToken) != 1 {
 				t.Fatalf("refresh race on the cluster: %v, %d refresh calls", codes, a.op.TokenCalls(testop.GrantRefreshToken))
 			}
@@ -330,4 +296,26 @@ func TestRedisCluster(t *testing.T) {
 			}
 		})
 	}
+}
+
+// race sends n concurrent GETs with the same Cookie header, alternating
+// between the instances, and counts the statuses.
+func race(t *testing.T, n int, cookie string, instances ...*gw) map[int]int {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for i := range n {
+		base := instances[i%len(instances)].base
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := do(t, bare(), "GET", base+"/api/race", map[string]string{"Cookie": cookie})
+			mu.Lock()
+			codes[r.StatusCode]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return codes
 }
