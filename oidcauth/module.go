@@ -1,6 +1,7 @@
 package oidcauth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -150,13 +151,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if len(h.Scopes) == 0 {
 		h.Scopes = slices.Clone(DefaultScopes)
 	}
-	h.LoginPath = cmp(h.LoginPath, DefaultLoginPath)
-	h.CallbackPath = cmp(h.CallbackPath, DefaultCallbackPath)
-	h.LogoutPath = cmp(h.LogoutPath, DefaultLogoutPath)
-	h.UserPath = cmp(h.UserPath, DefaultUserPath)
-	h.BackchannelLogoutPath = cmp(h.BackchannelLogoutPath, DefaultBackchannelLogoutPath)
-	h.PostLogoutRedirect = cmp(h.PostLogoutRedirect, DefaultPostLogoutRedirect)
-	h.Session.Store = cmp(h.Session.Store, "cookie")
+	h.LoginPath = cmp.Or(h.LoginPath, DefaultLoginPath)
+	h.CallbackPath = cmp.Or(h.CallbackPath, DefaultCallbackPath)
+	h.LogoutPath = cmp.Or(h.LogoutPath, DefaultLogoutPath)
+	h.UserPath = cmp.Or(h.UserPath, DefaultUserPath)
+	h.BackchannelLogoutPath = cmp.Or(h.BackchannelLogoutPath, DefaultBackchannelLogoutPath)
+	h.PostLogoutRedirect = cmp.Or(h.PostLogoutRedirect, DefaultPostLogoutRedirect)
+	h.Session.Store = cmp.Or(h.Session.Store, "cookie")
 	h.skew = durOr(h.RefreshSkew, DefaultRefreshSkew)
 	h.idle = durOr(h.Session.IdleTimeout, DefaultIdleTimeout)
 	h.lifetime = durOr(h.Session.Lifetime, DefaultLifetime)
@@ -553,13 +554,6 @@ func isNavigation(r *http.Request) bool {
 
 func (h *Handler) needsRefresh(s *session, now time.Time) bool {
 	return s.TokenExpiry > 0 && s.RefreshToken != "" && !now.Add(h.skew).Before(time.Unix(s.TokenExpiry, 0))
-}
-
-func cmp(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 func durOr(d caddy.Duration, def time.Duration) time.Duration {
