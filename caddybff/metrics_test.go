@@ -9,36 +9,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-)
 
-// counterValue reads a counter from the registry a config serves; labels
-// are name, value pairs.
-func counterValue(t *testing.T, reg prometheus.Gatherer, name string, labels ...string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range f.GetMetric() {
-			have := make(map[string]string)
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue metrics
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
-}
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics/metricstest"
+)
 
 // loadWithRegistry loads a module and returns the metrics registry of its
 // config.
@@ -63,16 +36,16 @@ func TestTokenMetrics(t *testing.T) {
 	tok.logger = zap.NewNop()
 	hit := []string{"mode", "mint", "result", "hit"}
 	miss := []string{"mode", "mint", "result", "miss"}
-	hits, misses := counterValue(t, reg, "caddy_bff_token_cache_total", hit...), counterValue(t, reg, "caddy_bff_token_cache_total", miss...)
+	hits, misses := metricstest.Value(t, reg, "caddy_bff_token_cache_total", hit...), metricstest.Value(t, reg, "caddy_bff_token_cache_total", miss...)
 
 	s := &session{key: "sess-metrics", subject: "alice"}
 	for range 3 {
 		serve(t, tok, newRequest(t, http.MethodGet, "https://portal.example/api", s))
 	}
-	if got := counterValue(t, reg, "caddy_bff_token_cache_total", miss...) - misses; got != 1 {
+	if got := metricstest.Value(t, reg, "caddy_bff_token_cache_total", miss...) - misses; got != 1 {
 		t.Errorf("misses moved by %v, want 1", got)
 	}
-	if got := counterValue(t, reg, "caddy_bff_token_cache_total", hit...) - hits; got != 2 {
+	if got := metricstest.Value(t, reg, "caddy_bff_token_cache_total", hit...) - hits; got != 2 {
 		t.Errorf("hits moved by %v, want 2", got)
 	}
 
@@ -82,21 +55,21 @@ func TestTokenMetrics(t *testing.T) {
 	xt := m.(*Token)
 	xt.logger = zap.NewNop()
 	xmiss := []string{"mode", "exchange", "result", "miss"}
-	before := counterValue(t, reg, "caddy_bff_token_cache_total", xmiss...)
+	before := metricstest.Value(t, reg, "caddy_bff_token_cache_total", xmiss...)
 	exchanges := 0.0
 	for _, r := range []string{"success", "refused", "unavailable"} {
-		exchanges += counterValue(t, reg, "caddy_bff_token_exchanges_total", "result", r)
+		exchanges += metricstest.Value(t, reg, "caddy_bff_token_exchanges_total", "result", r)
 	}
 	w, _ := serve(t, xt, newRequest(t, http.MethodGet, "https://portal.example/api", s))
 	if w.Code != http.StatusUnauthorized {
 		t.Errorf("status %d, want 401", w.Code)
 	}
-	if got := counterValue(t, reg, "caddy_bff_token_cache_total", xmiss...) - before; got != 1 {
+	if got := metricstest.Value(t, reg, "caddy_bff_token_cache_total", xmiss...) - before; got != 1 {
 		t.Errorf("exchange misses moved by %v, want 1", got)
 	}
 	after := 0.0
 	for _, r := range []string{"success", "refused", "unavailable"} {
-		after += counterValue(t, reg, "caddy_bff_token_exchanges_total", "result", r)
+		after += metricstest.Value(t, reg, "caddy_bff_token_exchanges_total", "result", r)
 	}
 	if after != exchanges {
 		t.Errorf("token_exchanges_total moved by %v without an exchange", after-exchanges)
@@ -107,13 +80,13 @@ func TestRateLimitMetrics(t *testing.T) {
 	m, reg := loadWithRegistry(t, "http.handlers.bff_rate_limit", map[string]any{"rate": "1r/h", "burst": 1, "zone": "metrics-test"})
 	rl := m.(*RateLimit)
 	labels := []string{"zone", "metrics-test"}
-	before := counterValue(t, reg, "caddy_bff_rate_limit_rejections_total", labels...)
+	before := metricstest.Value(t, reg, "caddy_bff_rate_limit_rejections_total", labels...)
 	for i, want := range []int{http.StatusNoContent, http.StatusTooManyRequests, http.StatusTooManyRequests} {
 		if w, _ := rlServe(t, rl, rlReq{user: "alice"}); w.Code != want {
 			t.Fatalf("request %d: status %d, want %d", i+1, w.Code, want)
 		}
 	}
-	if got := counterValue(t, reg, "caddy_bff_rate_limit_rejections_total", labels...) - before; got != 2 {
+	if got := metricstest.Value(t, reg, "caddy_bff_rate_limit_rejections_total", labels...) - before; got != 2 {
 		t.Errorf("rejections moved by %v, want 2", got)
 	}
 }

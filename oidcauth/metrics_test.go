@@ -10,41 +10,10 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-)
 
-// metricValue reads a counter's value, or a histogram's sample count, from
-// the registry a config serves; labels are name, value pairs.
-func metricValue(t *testing.T, reg prometheus.Gatherer, name string, labels ...string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range f.GetMetric() {
-			have := make(map[string]string)
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue metrics
-				}
-			}
-			if h := m.GetHistogram(); h != nil {
-				return float64(h.GetSampleCount())
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
-}
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics/metricstest"
+)
 
 func TestMetrics(t *testing.T) {
 	// The provider is down: discovery fails, fast.
@@ -97,7 +66,7 @@ func TestMetrics(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := metricValue(t, reg, tt.metric, tt.labels...)
+			before := metricstest.Value(t, reg, tt.metric, tt.labels...)
 			r := httptest.NewRequest(tt.method, "http://portal.example"+tt.target, nil)
 			if tt.cookie != nil {
 				r.AddCookie(tt.cookie)
@@ -114,7 +83,7 @@ func TestMetrics(t *testing.T) {
 			if w.Code != tt.status {
 				t.Errorf("status %d, want %d", w.Code, tt.status)
 			}
-			if got := metricValue(t, reg, tt.metric, tt.labels...) - before; got != 1 {
+			if got := metricstest.Value(t, reg, tt.metric, tt.labels...) - before; got != 1 {
 				t.Errorf("%s%v moved by %v, want 1", tt.metric, tt.labels, got)
 			}
 		})

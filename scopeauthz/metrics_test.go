@@ -7,38 +7,10 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-)
 
-// counterValue reads a counter from the registry a config serves; labels
-// are name, value pairs.
-func counterValue(t *testing.T, reg prometheus.Gatherer, name string, labels ...string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range f.GetMetric() {
-			have := make(map[string]string)
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue metrics
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
-}
+	"github.com/caddy-bff/caddy-bff/caddybff/metrics/metricstest"
+)
 
 func TestMetrics(t *testing.T) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
@@ -66,9 +38,9 @@ func TestMetrics(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			labels := []string{"outcome", tt.outcome, "reason", tt.reason}
-			before := counterValue(t, reg, "caddy_bff_authz_decisions_total", labels...)
+			before := metricstest.Value(t, reg, "caddy_bff_authz_decisions_total", labels...)
 			serve(t, h, newRequest(t, tt.method, tt.target, tt.u))
-			if got := counterValue(t, reg, "caddy_bff_authz_decisions_total", labels...) - before; got != 1 {
+			if got := metricstest.Value(t, reg, "caddy_bff_authz_decisions_total", labels...) - before; got != 1 {
 				t.Errorf("authz_decisions_total%v moved by %v, want 1", labels, got)
 			}
 		})
