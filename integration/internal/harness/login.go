@@ -367,3 +367,42 @@ func (f *htmlForm) fill(username, password string) (url.Values, error) {
 	}
 	return v, nil
 }
+
+// PageForm reads the first form of an HTML page (such as the gateway's
+// logout page, which submits its form by itself): its action resolved
+// against base, its method, and the values of its hidden fields.
+func PageForm(body string, base *url.URL) (action *url.URL, method string, fields url.Values, err error) {
+	doc, err := html.Parse(strings.NewReader(body))
+	if err != nil {
+		return nil, "", nil, err
+	}
+	var form *html.Node
+	var walk func(*html.Node)
+	walk = func(n *html.Node) {
+		if form != nil {
+			return
+		}
+		if n.Type == html.ElementNode && n.Data == "form" {
+			form = n
+			return
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(doc)
+	if form == nil {
+		return nil, "", nil, errors.New("the page has no form")
+	}
+	f := parseForm(form, base)
+	if f == nil {
+		return nil, "", nil, errors.New("the form's action is not a URL")
+	}
+	fields = url.Values{}
+	for _, fl := range f.fields {
+		if fl.typ == "hidden" {
+			fields.Add(fl.name, fl.value)
+		}
+	}
+	return f.action, f.method, fields, nil
+}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -16,12 +17,13 @@ import (
 // Redis is a redis-server process of a test, on 127.0.0.1 only, with no
 // persistence.
 type Redis struct {
-	t    testing.TB
-	cmd  *exec.Cmd
-	addr string
-	dir  string
-	bin  string
-	port int
+	t      testing.TB
+	cmd    *exec.Cmd
+	addr   string
+	dir    string
+	bin    string
+	port   int
+	paused bool
 }
 
 // RedisBinary finds Debian's redis-server. In CI (CI=true) a missing
@@ -95,10 +97,39 @@ func (r *Redis) Addr() string { return r.addr }
 // port, empty.
 func (r *Redis) Stop() {
 	if r.cmd != nil && r.cmd.Process != nil {
+		if r.paused {
+			_ = r.cmd.Process.Signal(syscall.SIGCONT)
+			r.paused = false
+		}
 		_ = r.cmd.Process.Kill()
 		_ = r.cmd.Wait()
 		r.cmd = nil
 	}
+}
+
+// Pause freezes the server (SIGSTOP): connections stay open and data
+// stays, but nothing answers, as with a hung server or a partition.
+// Resume thaws it. Cleanup resumes a paused server before stopping it.
+func (r *Redis) Pause() {
+	r.t.Helper()
+	if r.cmd == nil || r.cmd.Process == nil {
+		r.t.Fatal("redis: Pause of a stopped server")
+	}
+	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		r.t.Fatalf("redis: pause: %v", err)
+	}
+	r.paused = true
+}
+
+// Resume undoes Pause.
+func (r *Redis) Resume() {
+	r.t.Helper()
+	if r.cmd != nil && r.cmd.Process != nil && r.paused {
+		if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			r.t.Fatalf("redis: resume: %v", err)
+		}
+	}
+	r.paused = false
 }
 
 // Start restarts a stopped server on the same address.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/net/websocket"
 )
 
 // Request is what the upstream recorded of one request.
@@ -38,7 +40,8 @@ func (r Request) BearerToken() string {
 
 // Upstream is a backend on 127.0.0.1 that records every request. By
 // default it answers 200 with JSON {"method", "path", "authorization"
-// (whether an Authorization header came)}.
+// (whether an Authorization header came)}; a WebSocket handshake (any
+// path) is accepted, whatever its Origin, and echoes what it receives.
 type Upstream struct {
 	srv *httptest.Server
 
@@ -75,6 +78,11 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	u.requests = append(u.requests, rec)
 	h := u.handler
 	u.mu.Unlock()
+	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		// A WebSocket echo: what the client sends comes back.
+		websocket.Server{Handler: func(ws *websocket.Conn) { _, _ = io.Copy(ws, ws) }}.ServeHTTP(w, r)
+		return
+	}
 	if h != nil {
 		h.ServeHTTP(w, r)
 		return

@@ -295,6 +295,11 @@ func (s *store) revokeUser(subject string) int {
 
 // liveRefreshTokens counts the user's refresh tokens the provider would still honour.
 func (s *store) liveRefreshTokens(subject string) int {
+	return len(s.liveRefreshTokenValues(subject))
+}
+
+// liveRefreshTokenValues lists the user's refresh tokens the provider would still honour.
+func (s *store) liveRefreshTokenValues(subject string) []string {
 	s.rtMu.Lock()
 	defer s.rtMu.Unlock()
 	s.mu.Lock()
@@ -305,13 +310,13 @@ func (s *store) liveRefreshTokens(subject string) int {
 		}
 	}
 	s.mu.Unlock()
-	n := 0
+	var live []string
 	for _, rt := range tokens {
 		if _, err := s.Storage.TokenRequestByRefreshToken(context.Background(), rt); err == nil {
-			n++
+			live = append(live, rt)
 		}
 	}
-	return n
+	return live
 }
 
 // liveAccess returns the record of an unexpired, unrevoked access token.

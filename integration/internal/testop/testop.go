@@ -120,6 +120,7 @@ type Provider struct {
 	closed      bool
 	stats       Stats
 	tokenStatus int // non-zero: the token endpoint answers with it
+	tokenDelay  map[string]time.Duration
 }
 
 type endpointPaths struct {
@@ -296,7 +297,15 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request, next http.
 	if fail != 0 {
 		p.stats.TokenErrors[grant]++
 	}
+	delay := p.tokenDelay[grant]
 	p.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
 
 	if fail != 0 {
 		w.Header().Set("Content-Type", "application/json")
@@ -390,6 +399,37 @@ func (p *Provider) FailTokenEndpoint(status int) {
 	p.mu.Lock()
 	p.tokenStatus = status
 	p.mu.Unlock()
+}
+
+// DelayTokenEndpoint makes the token endpoint wait d before answering
+// requests of grant type grant (0 removes the delay), as a slow provider
+// would.
+func (p *Provider) DelayTokenEndpoint(grant string, d time.Duration) {
+	p.mu.Lock()
+	if p.tokenDelay == nil {
+		p.tokenDelay = map[string]time.Duration{}
+	}
+	p.tokenDelay[grant] = d
+	p.mu.Unlock()
+}
+
+// SetGroups replaces the user's (by username or subject) groups claim,
+// which UserInfo (and, with IDTokenUserinfoClaims, the ID token) carries
+// from the next token issued on: claims that change between login and
+// refresh.
+func (p *Provider) SetGroups(user string, groups []string) bool {
+	return p.store.users.setGroups(user, groups)
+}
+
+// RefreshTokens returns the user's (by username or subject) refresh tokens
+// the provider would still honour, so tests can look for them where they
+// must not be.
+func (p *Provider) RefreshTokens(user string) []string {
+	u, ok := p.store.users.lookup(user)
+	if !ok {
+		return nil
+	}
+	return p.store.liveRefreshTokenValues(u.Subject)
 }
 
 // Stats returns a snapshot of the counters.

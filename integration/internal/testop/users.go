@@ -2,6 +2,7 @@ package testop
 
 import (
 	"slices"
+	"sync"
 
 	"golang.org/x/text/language"
 
@@ -99,7 +100,8 @@ func Users() []User { return []User{Admin(), Reader()} }
 // userStore implements storage.UserStore over fixed users.
 type userStore struct {
 	byID map[string]*storage.User
-	meta map[string]User // by subject
+	mu   sync.RWMutex
+	meta map[string]User // by subject; Groups may change (setGroups)
 }
 
 func newUserStore(users []User) *userStore {
@@ -140,6 +142,8 @@ func (s *userStore) ExampleClientID() string { return storage.ServiceUserID }
 
 // lookup finds a user by subject or username.
 func (s *userStore) lookup(subjectOrUsername string) (User, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if u, ok := s.meta[subjectOrUsername]; ok {
 		return u, true
 	}
@@ -149,4 +153,17 @@ func (s *userStore) lookup(subjectOrUsername string) (User, bool) {
 		}
 	}
 	return User{}, false
+}
+
+// setGroups replaces the user's groups claim (by subject or username).
+func (s *userStore) setGroups(subjectOrUsername string, groups []string) bool {
+	u, ok := s.lookup(subjectOrUsername)
+	if !ok {
+		return false
+	}
+	s.mu.Lock()
+	u.Groups = slices.Clone(groups)
+	s.meta[u.Subject] = u
+	s.mu.Unlock()
+	return true
 }
