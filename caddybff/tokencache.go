@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-bff/caddy-bff/internal/background"
 )
 
 const (
@@ -105,23 +107,8 @@ func (c *tokenCache) sweepLocked(now time.Time) int {
 	return n
 }
 
-// sweepEvery sweeps the cache every sweepInterval until ctx is done.
+// sweepEvery sweeps the cache every sweepInterval until ctx is done; a
+// panicking sweep is logged and the next one still runs.
 func (c *tokenCache) sweepEvery(ctx context.Context, logger *zap.Logger, now func() time.Time) {
-	go func() {
-		defer func() {
-			if v := recover(); v != nil {
-				logger.Error("token cache sweeper panicked", zap.Any("panic", v))
-			}
-		}()
-		tick := time.NewTicker(sweepInterval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				c.sweep(now())
-			}
-		}
-	}()
+	go background.Every(ctx, sweepInterval, logger, "token cache sweeper", func() { c.sweep(now()) })
 }
