@@ -1,6 +1,7 @@
 package oidcauth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,7 +60,8 @@ func (h *Handler) serveBackchannel(w http.ResponseWriter, r *http.Request) {
 	lt, err := h.verifyLogoutToken(r, info, raw[0])
 	if errors.Is(err, errStoreDown) {
 		h.logger.Error("back-channel logout: session store unavailable", zap.String("request_id", requestid.From(r)), zap.Error(err))
-		problem.Error(w, r, http.StatusServiceUnavailable, "session store unavailable")
+		problem.Write(w, r, problem.Details{Status: http.StatusServiceUnavailable,
+			Detail: "session store unavailable; retry", RetryAfter: 5})
 		return
 	}
 	if err != nil {
@@ -71,7 +73,9 @@ func (h *Handler) serveBackchannel(w http.ResponseWriter, r *http.Request) {
 
 	now := h.now()
 	until := now.Add(h.lifetime)
-	sctx := r.Context()
+	// The endings must outlive the client's request: the provider waits
+	// for our answer, but a half-done logout helps nobody.
+	sctx := context.WithoutCancel(r.Context())
 	if lt.SID != "" {
 		err = h.ends.endSID(sctx, lt.SID, until)
 	} else {
@@ -79,23 +83,24 @@ func (h *Handler) serveBackchannel(w http.ResponseWriter, r *http.Request) {
 	}
 	n := 0
 	switch st := h.store.(type) {
-	case *memoryStore:
-		n = st.removeWhere(func(s *session) bool {
-			if lt.SID != "" {
-				return s.SID == lt.SID
-			}
-			return s.Subject == lt.Subject
-		})
+	case memoryView:
+		n = st.ms.removeSessions(lt.Subject, lt.SID)
 	case *redisStore:
 		var rerr error
 		n, rerr = st.removeSessions(sctx, lt.Subject, lt.SID)
 		err = errors.Join(err, rerr)
 	}
+	if err == nil {
+		// Only now is the token spent: had the endings failed, the
+		// provider's retry of this token must work.
+		err = h.ends.recordJTI(sctx, lt.jti, lt.jtiUntil)
+	}
 	if err != nil {
 		// The provider retries on a non-200: say so rather than claim
 		// sessions ended that may not have.
 		h.logger.Error("back-channel logout: session store unavailable", zap.String("request_id", requestid.From(r)), zap.Error(err))
-		problem.Error(w, r, http.StatusServiceUnavailable, "session store unavailable")
+		problem.Write(w, r, problem.Details{Status: http.StatusServiceUnavailable,
+			Detail: "session store unavailable; retry", RetryAfter: 5})
 		return
 	}
 	h.logger.Debug("back-channel logout", zap.String("request_id", requestid.From(r)), zap.Int("sessions_ended", n))
@@ -111,6 +116,10 @@ func (h *Handler) serveBackchannel(w http.ResponseWriter, r *http.Request) {
 type logoutToken struct {
 	Subject string
 	SID     string
+	// jti is the replay key (issuer and jti), to record until jtiUntil
+	// once the logout is done.
+	jti      string
+	jtiUntil time.Time
 }
 
 func (h *Handler) verifyLogoutToken(r *http.Request, info *providerInfo, raw string) (*logoutToken, error) {
@@ -165,14 +174,15 @@ func (h *Handler) verifyLogoutToken(r *http.Request, info *providerInfo, raw str
 	if err := json.Unmarshal(ev, &obj); err != nil {
 		return nil, fmt.Errorf("logout event is not a JSON object: %w", err)
 	}
-	seen, err := h.ends.seenJTI(ctx, tok.Issuer+"\x00"+c.JTI, expires.Add(clockSkew))
+	jti := tok.Issuer + "\x00" + c.JTI
+	seen, err := h.ends.jtiSeen(ctx, jti)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errStoreDown, err)
 	}
 	if seen {
 		return nil, errors.New("logout token replayed")
 	}
-	return &logoutToken{Subject: c.Sub, SID: c.SID}, nil
+	return &logoutToken{Subject: c.Sub, SID: c.SID, jti: jti, jtiUntil: expires.Add(clockSkew)}, nil
 }
 
 func (h *Handler) auditBackchannel(r *http.Request, sub, sid, outcome string) {

@@ -72,6 +72,23 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 		problem.Error(w, r, http.StatusBadRequest, "login took too long; start again")
 		return
 	}
+	ctx, cancel := h.providerCtx(r)
+	defer cancel()
+	info, err := h.disc.get(ctx)
+	if err != nil {
+		h.providerUnavailable(w, r, "callback", err)
+		return
+	}
+	// RFC 9207: the response names the issuer that sent it, when present
+	// or when the provider says it always does; a response from another
+	// issuer (a mix-up attack) is refused, error responses included.
+	if iss, ok := q["iss"]; ok || info.issParameter {
+		if len(iss) != 1 || iss[0] != h.Issuer {
+			h.auditLogin(r, "", "bad_iss")
+			problem.Error(w, r, http.StatusBadRequest, "the authorization response is not from the configured issuer")
+			return
+		}
+	}
 	if e := q.Get("error"); e != "" {
 		if !errorCode.MatchString(e) {
 			e = "invalid"
@@ -82,14 +99,6 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	if code == "" {
 		problem.Error(w, r, http.StatusBadRequest, "callback without code")
-		return
-	}
-
-	ctx, cancel := h.providerCtx(r)
-	defer cancel()
-	info, err := h.disc.get(ctx)
-	if err != nil {
-		h.providerUnavailable(w, r, "callback", err)
 		return
 	}
 	conf := info.oauth
@@ -136,10 +145,17 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// No fixation: whatever session the browser had ends, and the new one
-	// gets a fresh random id.
+	// gets a fresh random id. An ending that cannot be recorded fails the
+	// login: a copy of the old cookie would live on.
 	if old, present := readSessionCookie(r); present {
-		if s, err := h.store.load(r.Context(), old); err == nil {
-			_ = h.store.remove(r.Context(), s, s.end(h.idle, h.lifetime))
+		s, err := h.store.load(r.Context(), old)
+		if err == nil {
+			err = h.endSession(r.Context(), s, metrics.EndReplaced)
+		}
+		if err != nil && !errors.Is(err, errNoSession) {
+			h.logStoreFailure(r, "login", err)
+			h.storeUnavailable(w, r, err)
+			return
 		}
 	}
 	now := h.now()
@@ -162,14 +178,8 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	s.key = hashID(s.ID)
 	value, err := h.store.save(r.Context(), s, true, s.end(h.idle, h.lifetime))
 	if err != nil {
-		h.logger.Error("login: session store unavailable", zap.String("request_id", requestid.From(r)), zap.Error(err))
-		problem.Error(w, r, http.StatusServiceUnavailable, "session store unavailable")
-		return
-	}
-	if len(value) > chunkSize*maxChunks {
-		h.logger.Error("login: session too large for the cookie store; use the memory or redis store, or fewer claims",
-			zap.String("request_id", requestid.From(r)), zap.Int("bytes", len(value)))
-		problem.Error(w, r, http.StatusServiceUnavailable, "session too large")
+		h.logStoreFailure(r, "login", err)
+		h.storeUnavailable(w, r, err)
 		return
 	}
 	writeSessionCookie(w, r, value, h.lifetime)

@@ -17,6 +17,9 @@ const (
 	// maxChunks bounds how many chunk cookies a session may use and how
 	// many we read: larger inputs are refused, not parsed.
 	maxChunks = 8
+	// maxCookieValue is the most the session cookies carry; the cookie
+	// store refuses to seal more (sessionTooLargeError).
+	maxCookieValue = chunkSize * maxChunks
 )
 
 // sessionCookieName is __Host-bff_session on HTTPS (Secure, Path=/, no
@@ -84,8 +87,12 @@ func readSessionCookie(r *http.Request) (value string, present bool) {
 }
 
 // writeSessionCookie sets value in as many chunks as needed and expires the
-// chunks a previous, longer value used.
+// chunks a previous, longer value used. A value longer than maxCookieValue
+// is never cut: nothing is written (the stores refuse such values first).
 func writeSessionCookie(w http.ResponseWriter, r *http.Request, value string, maxAge time.Duration) {
+	if len(value) > maxCookieValue {
+		return
+	}
 	base := sessionCookieName(r)
 	secure := r.TLS != nil
 	n := 0

@@ -22,8 +22,11 @@ type endings interface {
 	endSession(ctx context.Context, s *session, until time.Time) error
 	endSID(ctx context.Context, sid string, until time.Time) error
 	endSub(ctx context.Context, sub string, at, until time.Time) error
-	// seenJTI records a logout token id; true means it was seen before.
-	seenJTI(ctx context.Context, jti string, until time.Time) (bool, error)
+	// jtiSeen reports whether a logout token id was recorded (a replay);
+	// recordJTI records one, once the sessions it ends are ended, so that
+	// a logout that failed can be retried.
+	jtiSeen(ctx context.Context, jti string) (bool, error)
+	recordJTI(ctx context.Context, jti string, until time.Time) error
 }
 
 // memoryEndings adapts the in-process revocation list.
@@ -51,8 +54,13 @@ func (m memoryEndings) endSub(_ context.Context, sub string, at, until time.Time
 	return nil
 }
 
-func (m memoryEndings) seenJTI(_ context.Context, jti string, until time.Time) (bool, error) {
-	return m.rv.seenJTI(jti, until), nil
+func (m memoryEndings) jtiSeen(_ context.Context, jti string) (bool, error) {
+	return m.rv.jtiSeen(jti, m.now()), nil
+}
+
+func (m memoryEndings) recordJTI(_ context.Context, jti string, until time.Time) error {
+	m.rv.recordJTI(jti, until)
+	return nil
 }
 
 // redisEndings keeps the same facts in Redis, shared by every instance:
@@ -149,12 +157,19 @@ func (re redisEndings) endSub(ctx context.Context, sub string, at, until time.Ti
 		at.UnixMilli(), ttl(until, re.now()).Milliseconds()).Err()
 }
 
-func (re redisEndings) seenJTI(ctx context.Context, jti string, until time.Time) (bool, error) {
+func (re redisEndings) keyJTI(jti string) string {
+	return re.cfg.KeyPrefix + "jti:" + digest("jti", jti)
+}
+
+func (re redisEndings) jtiSeen(ctx context.Context, jti string) (bool, error) {
 	ctx, cancel := re.cfg.Ctx(ctx)
 	defer cancel()
-	ok, err := re.c.SetNX(ctx, re.cfg.KeyPrefix+"jti:"+digest("jti", jti), "1", ttl(until, re.now())).Result()
-	if err != nil {
-		return false, err
-	}
-	return !ok, nil
+	n, err := re.c.Exists(ctx, re.keyJTI(jti)).Result()
+	return n > 0, err
+}
+
+func (re redisEndings) recordJTI(ctx context.Context, jti string, until time.Time) error {
+	ctx, cancel := re.cfg.Ctx(ctx)
+	defer cancel()
+	return re.c.Set(ctx, re.keyJTI(jti), "1", ttl(until, re.now())).Err()
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/caddy-bff/caddy-bff/caddybff/problem"
 	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
 	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
+	"github.com/caddy-bff/caddy-bff/internal/methodoverride"
 )
 
 func init() {
@@ -212,7 +213,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	h.stateKey = "oidc_auth|" + h.Issuer + "|" + h.ClientID + "|" + h.Session.Store
 	st, _, err := statePool.LoadOrNew(h.stateKey, func() (caddy.Destructor, error) {
-		return newSharedState(h.now), nil
+		return newSharedState(h.now, h.logger), nil
 	})
 	if err != nil {
 		return fmt.Errorf("oidc_auth: %w", err)
@@ -235,7 +236,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.ends = redisEndings{c: client, cfg: rc, now: h.now}
 		h.redis = &redisCoord{c: client, cfg: rc}
 		if h.Session.Store == "redis" {
-			h.store = &redisStore{c: client, cfg: rc, now: h.now, idle: h.idle, lifetime: h.lifetime}
+			h.store = &redisStore{c: client, cfg: rc, keys: h.keys, now: h.now, idle: h.idle, lifetime: h.lifetime}
 		}
 	}
 	switch h.Session.Store {
@@ -244,7 +245,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		cs.idle, cs.lifetime = h.idle, h.lifetime
 		h.store = cs
 	case "memory":
-		h.store = h.state.memory
+		h.store = memoryView{ms: h.state.memory, keys: h.keys}
 	}
 
 	h.disc = &discovery{
@@ -329,6 +330,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// A client never speaks for itself to the upstream: bff_token sets
 	// Authorization from the session, nothing else may.
 	r.Header.Del("Authorization")
+	// The method judged here (CSRF) and by scope_authz is the method the
+	// upstream acts on.
+	if !methodoverride.Strip(r) {
+		problem.Error(w, r, http.StatusBadRequest, "method-override headers are not accepted; send the method itself")
+		return nil
+	}
 
 	switch r.URL.Path {
 	case h.LoginPath:
@@ -354,7 +361,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil // authenticate answered
 	}
 	if id == nil && !public {
-		h.challenge(w, r)
+		h.challenge(w, r, "authentication required")
 		return nil
 	}
 	stripCookies(r)
@@ -369,6 +376,24 @@ func (h *Handler) isPublic(r *http.Request) bool {
 	return err == nil && m
 }
 
+// checkOrigin refuses cross-origin requests that would ride on the session
+// cookie (CSRF): unsafe methods, and protocol upgrades (WebSocket), whose
+// handshake is a GET but opens a channel both ways, so a sibling subdomain
+// (same-site: the Lax cookie goes along) could otherwise talk to the API
+// as the user. Sec-Fetch-Site, else Origin against Host, plus
+// trusted_origins.
+func (h *Handler) checkOrigin(r *http.Request) error {
+	if r.Header.Get("Upgrade") != "" {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			// Judged as the unsafe request it is.
+			u := &http.Request{Method: http.MethodPost, Header: r.Header, Host: r.Host, URL: r.URL}
+			return h.csrf.Check(u)
+		}
+	}
+	return h.csrf.Check(r)
+}
+
 // authenticate loads, refreshes and touches the session, and attaches the
 // identity. It returns ok=false after answering the request itself (403,
 // 401 for an ended session, 503 for an unavailable provider or store).
@@ -377,12 +402,10 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, public bo
 	if !present {
 		return nil, true
 	}
-	// Cross-origin unsafe requests never ride on the session cookie
-	// (CSRF): Sec-Fetch-Site, else Origin against Host, plus
-	// trusted_origins.
-	if err := h.csrf.Check(r); err != nil {
+	if err := h.checkOrigin(r); err != nil {
 		h.logger.Debug("cross-origin request refused",
 			zap.String("request_id", requestid.From(r)), zap.String("method", r.Method),
+			zap.Bool("upgrade", r.Header.Get("Upgrade") != ""),
 			zap.String("origin", r.Header.Get("Origin")), zap.String("sec_fetch_site", r.Header.Get("Sec-Fetch-Site")))
 		problem.Error(w, r, http.StatusForbidden, "cross-origin request refused")
 		return nil, false
@@ -393,17 +416,16 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, public bo
 		return nil, true
 	}
 	if err != nil {
-		h.logger.Error("session store unavailable", zap.String("request_id", requestid.From(r)), zap.Error(err))
+		h.logStoreFailure(r, "load", err)
 		if public {
 			return nil, true
 		}
-		problem.Error(w, r, http.StatusServiceUnavailable, "session store unavailable")
+		h.storeUnavailable(w, r, err)
 		return nil, false
 	}
 	now := h.now()
 	if !s.alive(now, h.idle, h.lifetime) {
-		_ = h.store.remove(r.Context(), s, s.expiresAt(h.lifetime))
-		metrics.SessionsEnded(metrics.EndExpired, 1)
+		_ = h.endSession(r.Context(), s, metrics.EndExpired)
 		clearSessionCookie(w, r)
 		return nil, true
 	}
@@ -421,13 +443,28 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, public bo
 			if public {
 				return nil, true
 			}
-			h.writeUnauthorized(w, r, "session ended; log in again")
+			h.challenge(w, r, "session ended; log in again")
 			return nil, false
-		default: // provider unavailable
+		default: // provider or store unavailable, or the session outgrew its cookie
+			_, tooLarge := errors.AsType[*sessionTooLargeError](err)
+			unkeepable := tooLarge || errors.Is(err, errEndUnstored)
+			storeErr := tooLarge || errors.Is(err, errStoreDown)
+			if storeErr {
+				h.logStoreFailure(r, "refresh", err)
+			}
+			// A session whose token is still valid keeps working through
+			// an outage; one that cannot be kept any more does not.
 			tokenValid := s.TokenExpiry == 0 || now.Before(time.Unix(s.TokenExpiry, 0))
-			if !tokenValid && !public {
-				problem.Write(w, r, problem.Details{Status: http.StatusServiceUnavailable,
-					Detail: "identity provider unavailable; try again shortly", RetryAfter: 5})
+			if public && unkeepable {
+				return nil, true // anonymous, not this session
+			}
+			if !public && (unkeepable || !tokenValid) {
+				if storeErr {
+					h.storeUnavailable(w, r, err)
+				} else {
+					problem.Write(w, r, problem.Details{Status: http.StatusServiceUnavailable,
+						Detail: "identity provider unavailable; try again shortly", RetryAfter: 5})
+				}
 				return nil, false
 			}
 		}
@@ -448,9 +485,9 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, public bo
 			clearSessionCookie(w, r)
 			return nil, true
 		default:
-			h.logger.Error("session store unavailable", zap.String("request_id", requestid.From(r)), zap.Error(err))
+			h.logStoreFailure(r, "touch", err)
 			if !public {
-				problem.Error(w, r, http.StatusServiceUnavailable, "session store unavailable")
+				h.storeUnavailable(w, r, err)
 				return nil, false
 			}
 		}
@@ -466,6 +503,42 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, public bo
 	id.handler = h
 	h.attach(r, id)
 	return id, true
+}
+
+// endSession ends s on every store and instance, remembered until its
+// absolute end (created + lifetime), never only its idle end: a copy of
+// its cookie may have been used after the one that ended it. It survives
+// the client going away: an ending must not be left half done.
+func (h *Handler) endSession(ctx context.Context, s *session, why string) error {
+	if err := h.store.remove(context.WithoutCancel(ctx), s, s.expiresAt(h.lifetime)); err != nil {
+		return err
+	}
+	metrics.SessionsEnded(why, 1)
+	return nil
+}
+
+// logStoreFailure logs that the session store failed during what; a
+// session outgrowing the cookie store is named with its size and the
+// limit, since only the operator can fix it.
+func (h *Handler) logStoreFailure(r *http.Request, during string, err error) {
+	if e, ok := errors.AsType[*sessionTooLargeError](err); ok {
+		h.logger.Error("session too large for the cookie store; use store memory or redis, or fewer claims",
+			zap.String("request_id", requestid.From(r)), zap.String("during", during),
+			zap.Int("bytes", e.size), zap.Int("limit", e.limit))
+		return
+	}
+	h.logger.Error("session store unavailable", zap.String("request_id", requestid.From(r)),
+		zap.String("during", during), zap.Error(err))
+}
+
+// storeUnavailable answers 503 for a store failure (logged already).
+func (h *Handler) storeUnavailable(w http.ResponseWriter, r *http.Request, err error) {
+	if _, ok := errors.AsType[*sessionTooLargeError](err); ok {
+		problem.Error(w, r, http.StatusServiceUnavailable, "the session is too large to keep; the operator has been told")
+		return
+	}
+	problem.Write(w, r, problem.Details{Status: http.StatusServiceUnavailable,
+		Detail: "session store unavailable; try again shortly", RetryAfter: 2})
 }
 
 // attach makes the identity visible to later handlers, placeholders and
@@ -515,12 +588,12 @@ func (id *Identity) placeholder(key string) (any, bool) {
 
 // challenge answers an anonymous request on a protected path: browser
 // navigations go to the login, everything else gets a 401 problem.
-func (h *Handler) challenge(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, detail string) {
 	if isNavigation(r) {
 		http.Redirect(w, r, h.loginURL(r.URL.RequestURI()), http.StatusFound)
 		return
 	}
-	h.writeUnauthorized(w, r, "authentication required")
+	h.writeUnauthorized(w, r, detail)
 }
 
 func (h *Handler) writeUnauthorized(w http.ResponseWriter, r *http.Request, detail string) {

@@ -34,6 +34,9 @@ type providerInfo struct {
 	revocation string
 	endSession string
 	userinfo   string
+	// issParameter: the provider always sends iss in authorization
+	// responses (RFC 9207 authorization_response_iss_parameter_supported).
+	issParameter bool
 }
 
 // discovery finds the provider lazily, on first need, and retries with
@@ -115,6 +118,7 @@ func (d *discovery) discover() (*providerInfo, error) {
 		Revocation  string   `json:"revocation_endpoint"`
 		EndSession  string   `json:"end_session_endpoint"`
 		AuthMethods []string `json:"token_endpoint_auth_methods_supported"`
+		ISSParam    bool     `json:"authorization_response_iss_parameter_supported"`
 	}
 	if err := p.Claims(&extra); err != nil {
 		return nil, fmt.Errorf("%w: discovery document: %w", errProviderDown, err)
@@ -138,9 +142,10 @@ func (d *discovery) discover() (*providerInfo, error) {
 			Endpoint:     endpoint,
 			Scopes:       d.scopes,
 		},
-		revocation: extra.Revocation,
-		endSession: extra.EndSession,
-		userinfo:   p.UserInfoEndpoint(),
+		revocation:   extra.Revocation,
+		endSession:   extra.EndSession,
+		userinfo:     p.UserInfoEndpoint(),
+		issParameter: extra.ISSParam,
 	}, nil
 }
 

@@ -1,6 +1,7 @@
 package oidcauth
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -73,11 +74,25 @@ func refreshKey(s *session) string {
 	return s.hkey() + "|" + base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
+// errEndUnstored: the provider ended the session (invalid_grant), but the
+// store could not record it. The session is not served (503), whatever
+// its access token.
+var errEndUnstored = errors.New("session ended by the provider; the ending could not be stored")
+
+// refreshTimeout bounds one refresh, whoever waits for it: the provider
+// call, or waiting for another instance's (see coordinatedRefresh).
+const refreshTimeout = providerTimeout + 5*time.Second
+
 // refresh renews the session's tokens with its refresh token, at most once
 // at a time per session. It returns the new session and the cookie value to
 // set (for the cookie store). errSessionEnded means the provider refused the
-// grant (invalid_grant) or the session was ended meanwhile; any other error
-// means the provider is unavailable.
+// grant (invalid_grant) or the session was ended meanwhile; a
+// *sessionTooLargeError that the new session does not fit the cookie
+// store; any other error means the provider or the store is unavailable.
+//
+// The work runs for every request waiting on it, so it runs under its own
+// deadline, detached from the request that started it: one client going
+// away never fails the others.
 func (h *Handler) refresh(r *http.Request, s *session) (*session, string, error) {
 	key := refreshKey(s)
 	if res, ok := h.state.refresh.recent(key, h.now()); ok {
@@ -87,19 +102,19 @@ func (h *Handler) refresh(r *http.Request, s *session) (*session, string, error)
 		if res, ok := h.state.refresh.recent(key, h.now()); ok {
 			return res, nil
 		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), refreshTimeout)
+		defer cancel()
 		var res refreshResult
 		var err error
 		if h.redis != nil {
-			res, err = h.coordinatedRefresh(r, s, key)
+			res, err = h.coordinatedRefresh(ctx, r, s, key)
 		} else {
-			res, err = h.doRefresh(r, s)
+			res, err = h.doRefresh(ctx, r, s)
 		}
 		if err != nil {
 			return nil, err
 		}
-		if !res.until.IsZero() {
-			h.state.refresh.remember(key, res)
-		}
+		h.state.refresh.remember(key, res)
 		return res, nil
 	})
 	if err != nil {
@@ -109,15 +124,16 @@ func (h *Handler) refresh(r *http.Request, s *session) (*session, string, error)
 	return res.s, res.cookie, nil
 }
 
-func (h *Handler) doRefresh(r *http.Request, s *session) (refreshResult, error) {
-	ctx, cancel := h.providerCtx(r)
+// doRefresh is one refresh at the provider; ctx bounds it.
+func (h *Handler) doRefresh(ctx context.Context, r *http.Request, s *session) (refreshResult, error) {
+	pctx, cancel := context.WithTimeout(h.disc.clientCtx(ctx), providerTimeout)
 	defer cancel()
-	info, err := h.disc.get(ctx)
+	info, err := h.disc.get(pctx)
 	if err != nil {
 		return refreshResult{}, err
 	}
 	start := time.Now()
-	tok, err := info.oauth.TokenSource(ctx, &oauth2.Token{
+	tok, err := info.oauth.TokenSource(pctx, &oauth2.Token{
 		RefreshToken: s.RefreshToken,
 		Expiry:       time.Unix(1, 0), // force the refresh
 	}).Token()
@@ -127,25 +143,20 @@ func (h *Handler) doRefresh(r *http.Request, s *session) (refreshResult, error) 
 			// A server-side store may already hold the winner's tokens (a
 			// race with another instance that rotated the refresh token).
 			if h.Session.Store != "cookie" {
-				if cur, lerr := h.store.load(r.Context(), s.ID); lerr == nil && cur.RefreshToken != s.RefreshToken {
-					return refreshResult{s: cur, cookie: ""}, nil
+				if cur, lerr := h.store.load(ctx, s.ID); lerr == nil && cur.RefreshToken != s.RefreshToken {
+					return refreshResult{s: cur, until: h.now().Add(recentTTL)}, nil
 				}
 			}
-			// The refresh token may have been spent by a racing request
-			// elsewhere (the cookie store cannot share state between
-			// instances without Redis): while the access token is still
-			// valid, keep serving it rather than log the user out; the
-			// winner's cookie replaces this one. Once it expires, the
-			// session ends.
-			if exp := time.Unix(s.TokenExpiry, 0); s.TokenExpiry > 0 && h.now().Before(exp) {
-				h.auditRefresh(r, s.Subject, "invalid_grant_token_still_valid")
-				// Remembered until the token expires, so this instance's
-				// other racers don't spend provider calls on it too.
-				return refreshResult{s: s, until: exp}, nil
-			}
-			_ = h.store.remove(r.Context(), s, s.end(h.idle, h.lifetime))
-			metrics.SessionsEnded(metrics.EndInvalidGrant, 1)
+			// The provider revoked the grant (SPEC §4): the session ends
+			// now, even while its access token is still valid. Several
+			// instances racing with rotating refresh tokens coordinate
+			// through Redis (coordinatedRefresh), so a lost race does not
+			// land here.
 			h.auditRefresh(r, s.Subject, "invalid_grant")
+			if err := h.endSession(ctx, s, metrics.EndInvalidGrant); err != nil {
+				// Not remembered: the session must not be served either.
+				return refreshResult{}, fmt.Errorf("%w: %w: %w", errEndUnstored, errStoreDown, err)
+			}
 			return refreshResult{}, errSessionEnded
 		}
 		h.auditRefresh(r, s.Subject, "provider_error")
@@ -165,25 +176,31 @@ func (h *Handler) doRefresh(r *http.Request, s *session) (refreshResult, error) 
 	if rawID, _ := tok.Extra("id_token").(string); rawID != "" {
 		// OpenID Connect Core §12.2: a refreshed ID token must name the
 		// same subject; its nonce, if any, is not checked again.
-		idt, err := info.verifier.Verify(ctx, rawID)
+		idt, err := info.verifier.Verify(pctx, rawID)
 		if err != nil || idt.Subject != s.Subject {
 			h.auditRefresh(r, s.Subject, "bad_id_token")
-			_ = h.store.remove(r.Context(), s, s.end(h.idle, h.lifetime))
+			if err := h.endSession(ctx, s, metrics.EndInvalidGrant); err != nil {
+				return refreshResult{}, fmt.Errorf("%w: %w: %w", errEndUnstored, errStoreDown, err)
+			}
 			return refreshResult{}, errSessionEnded
 		}
 		var idClaims map[string]any
 		if idt.Claims(&idClaims) == nil {
-			ns.Claims = h.userClaims(ctx, r, info, idClaims, tok)
+			ns.Claims = h.userClaims(pctx, r, info, idClaims, tok)
 		}
 		ns.IDToken = rawID
 	}
-	cookie, err := h.store.save(r.Context(), &ns, false, ns.end(h.idle, h.lifetime))
+	cookie, err := h.store.save(ctx, &ns, false, ns.end(h.idle, h.lifetime))
 	if err != nil {
 		if errors.Is(err, errSessionEnded) {
 			// Logout won the race: the new tokens are dropped.
 			return refreshResult{}, errSessionEnded
 		}
-		return refreshResult{}, err
+		if _, ok := errors.AsType[*sessionTooLargeError](err); ok {
+			h.auditRefresh(r, s.Subject, "session_too_large")
+			return refreshResult{}, err
+		}
+		return refreshResult{}, fmt.Errorf("%w: %w", errStoreDown, err)
 	}
 	h.auditRefresh(r, s.Subject, "success")
 	return refreshResult{s: &ns, cookie: cookie, until: h.now().Add(recentTTL)}, nil

@@ -1,6 +1,7 @@
 package oidcauth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +14,7 @@ import (
 )
 
 const (
-	purposeRefresh = "bff refresh v1"
+	purposeRefresh = "bff refresh v2"
 	// refreshPoll is how often an instance that lost the refresh lock looks
 	// for the winner's result.
 	refreshPoll = 50 * time.Millisecond
@@ -32,79 +33,92 @@ var unlockScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
-// coordinatedRefresh is doRefresh under a cross-instance lock.
-func (h *Handler) coordinatedRefresh(r *http.Request, s *session, key string) (refreshResult, error) {
+// coordinatedRefresh is doRefresh under a cross-instance lock. ctx bounds
+// the whole of it, waiting included; it is not the request's context (see
+// refresh).
+func (h *Handler) coordinatedRefresh(ctx context.Context, r *http.Request, s *session, key string) (refreshResult, error) {
 	rc := h.redis
 	lockKey := rc.cfg.KeyPrefix + "lock:" + key
 	resKey := rc.cfg.KeyPrefix + "rr:" + key
 	owner := randomToken()
-	deadline := h.now().Add(providerTimeout + 5*time.Second)
 	for {
-		ctx, cancel := rc.cfg.Ctx(r.Context())
-		raw, err := rc.c.Get(ctx, resKey).Result()
+		cctx, cancel := rc.cfg.Ctx(ctx)
+		raw, err := rc.c.Get(cctx, resKey).Result()
 		cancel()
 		switch {
 		case err == nil:
-			return h.adoptRefresh(r, raw)
+			return h.adoptRefresh(ctx, s, raw)
 		case !errors.Is(err, redis.Nil):
 			return refreshResult{}, fmt.Errorf("%w: %w", errStoreDown, err)
 		}
 
-		ctx, cancel = rc.cfg.Ctx(r.Context())
-		won, err := rc.c.SetNX(ctx, lockKey, owner, providerTimeout+5*time.Second).Result()
+		cctx, cancel = rc.cfg.Ctx(ctx)
+		won, err := rc.c.SetNX(cctx, lockKey, owner, refreshTimeout).Result()
 		cancel()
 		if err != nil {
 			return refreshResult{}, fmt.Errorf("%w: %w", errStoreDown, err)
 		}
 		if won {
-			// The previous holder may have finished between our GET and
-			// SETNX: its result wins over a second refresh.
-			ctx, cancel = rc.cfg.Ctx(r.Context())
-			raw, err := rc.c.Get(ctx, resKey).Result()
-			cancel()
-			if err == nil {
-				ctx, cancel = rc.cfg.Ctx(r.Context())
-				_ = unlockScript.Run(ctx, rc.c, []string{lockKey}, owner).Err()
-				cancel()
-				return h.adoptRefresh(r, raw)
-			}
-			res, err := h.doRefresh(r, s)
-			ctx, cancel = rc.cfg.Ctx(r.Context())
-			defer cancel()
-			if err == nil && !res.until.IsZero() {
-				sealed, merr := json.Marshal(res.s)
-				if merr == nil {
-					_ = rc.c.Set(ctx, resKey, h.keys.seal(purposeRefresh, sealed), recentTTL).Err()
-				}
-			}
-			_ = unlockScript.Run(ctx, rc.c, []string{lockKey}, owner).Err()
-			return res, err
-		}
-		if h.now().After(deadline) {
-			return refreshResult{}, fmt.Errorf("%w: waited too long for another instance's refresh", errProviderDown)
+			return h.refreshLocked(ctx, r, s, lockKey, resKey, owner)
 		}
 		select {
-		case <-r.Context().Done():
-			return refreshResult{}, fmt.Errorf("%w: %w", errProviderDown, r.Context().Err())
+		case <-ctx.Done():
+			return refreshResult{}, fmt.Errorf("%w: waited too long for another instance's refresh", errProviderDown)
 		case <-time.After(refreshPoll):
 		}
 	}
 }
 
-// adoptRefresh takes another instance's refresh result. Saving it again
-// checks the session was not ended meanwhile (logout wins) and yields this
-// store's cookie value.
-func (h *Handler) adoptRefresh(r *http.Request, sealed string) (refreshResult, error) {
-	pt, err := h.keys.open(purposeRefresh, sealed)
+// refreshLocked refreshes while holding the lock, leaves the result for
+// the other instances, and releases the lock.
+func (h *Handler) refreshLocked(ctx context.Context, r *http.Request, s *session, lockKey, resKey, owner string) (refreshResult, error) {
+	rc := h.redis
+	defer func() {
+		cctx, cancel := rc.cfg.Ctx(ctx)
+		_ = unlockScript.Run(cctx, rc.c, []string{lockKey}, owner).Err()
+		cancel()
+	}()
+	// The previous holder may have finished between our GET and SETNX: its
+	// result wins over a second refresh.
+	cctx, cancel := rc.cfg.Ctx(ctx)
+	raw, err := rc.c.Get(cctx, resKey).Result()
+	cancel()
+	if err == nil {
+		return h.adoptRefresh(ctx, s, raw)
+	}
+	res, err := h.doRefresh(ctx, r, s)
+	if err != nil {
+		return res, err
+	}
+	// Sealed under a key bound to the session id, which the other
+	// instances' requests carry in their cookies and Redis never holds.
+	pt, err := marshalWithoutID(res.s)
+	if err == nil {
+		var sealed string
+		if sealed, err = h.keys.sealBound(purposeRefresh, s.ID, nil, pt); err == nil {
+			cctx, cancel := rc.cfg.Ctx(ctx)
+			_ = rc.c.Set(cctx, resKey, sealed, recentTTL).Err()
+			cancel()
+		}
+	}
+	return res, nil
+}
+
+// adoptRefresh takes another instance's refresh result for the session s
+// (whose cookie this request carries). Saving it again checks the session
+// was not ended meanwhile (logout wins) and yields this store's cookie
+// value.
+func (h *Handler) adoptRefresh(ctx context.Context, s *session, sealed string) (refreshResult, error) {
+	pt, err := h.keys.openBound(purposeRefresh, s.ID, nil, sealed)
 	if err != nil {
 		return refreshResult{}, fmt.Errorf("%w: unreadable refresh result", errProviderDown)
 	}
 	ns := new(session)
-	if err := json.Unmarshal(pt, ns); err != nil {
+	if err := json.Unmarshal(pt, ns); err != nil || ns.Subject != s.Subject {
 		return refreshResult{}, fmt.Errorf("%w: unreadable refresh result", errProviderDown)
 	}
-	ns.key = hashID(ns.ID)
-	cookie, err := h.store.save(r.Context(), ns, false, ns.end(h.idle, h.lifetime))
+	ns.ID, ns.key = s.ID, s.hkey()
+	cookie, err := h.store.save(ctx, ns, false, ns.end(h.idle, h.lifetime))
 	if err != nil {
 		return refreshResult{}, err
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -24,10 +25,12 @@ var (
 	errOpen       = errors.New("sealed value does not authenticate")
 )
 
-// sealKey is one AES-256-GCM key derived from an operator secret.
+// sealKey is one AES-256-GCM key derived from an operator secret, and the
+// secret's separate root for keys bound to a value (sealBound).
 type sealKey struct {
-	id   string
-	aead cipher.AEAD
+	id    string
+	aead  cipher.AEAD
+	bound []byte
 }
 
 // keyring seals with its first key and opens with any key, found by the
@@ -65,12 +68,16 @@ func newKeyring(secrets []string) (*keyring, error) {
 		if err != nil {
 			return nil, fmt.Errorf("key %d: %w", i+1, err)
 		}
+		bound, err := hkdf.Key(sha256.New, []byte(s), []byte("caddy-bff"), "bound-seal v1", 32)
+		if err != nil {
+			return nil, fmt.Errorf("key %d: %w", i+1, err)
+		}
 		id := base64.RawURLEncoding.EncodeToString(kid)
 		if j, dup := seen[id]; dup {
 			return nil, fmt.Errorf("key %d repeats key %d", i+1, j)
 		}
 		seen[id] = i + 1
-		kr.keys = append(kr.keys, sealKey{id: id, aead: aead})
+		kr.keys = append(kr.keys, sealKey{id: id, aead: aead, bound: bound})
 	}
 	return kr, nil
 }
@@ -79,24 +86,86 @@ func newKeyring(secrets []string) (*keyring, error) {
 // bound as additional data, so a login cookie never opens as a session.
 // Format: <kid>.<base64url(nonce || ciphertext || tag)>.
 func (kr *keyring) seal(purpose string, plaintext []byte) string {
-	k := kr.keys[0]
-	ns := k.aead.NonceSize()
-	buf := make([]byte, ns, ns+len(plaintext)+k.aead.Overhead())
+	return sealWith(kr.keys[0].id, kr.keys[0].aead, []byte(purpose), plaintext)
+}
+
+func sealWith(kid string, aead cipher.AEAD, ad, plaintext []byte) string {
+	ns := aead.NonceSize()
+	buf := make([]byte, ns, ns+len(plaintext)+aead.Overhead())
 	_, _ = rand.Read(buf) // crypto/rand.Read never fails (Go 1.24+)
-	buf = k.aead.Seal(buf, buf[:ns], plaintext, []byte(purpose))
+	buf = aead.Seal(buf, buf[:ns], plaintext, ad)
 	var sb strings.Builder
 	sb.Grow(kidLen + 1 + base64.RawURLEncoding.EncodedLen(len(buf)))
-	sb.WriteString(k.id)
+	sb.WriteString(kid)
 	sb.WriteByte('.')
 	sb.WriteString(base64.RawURLEncoding.EncodeToString(buf))
 	return sb.String()
 }
 
+// sealBound seals plaintext under a key derived from the keyring's first
+// secret and bind, with ad authenticated alongside. Server-side stores
+// bind what they keep to the session id, which only the browser's cookie
+// holds: a dump of the store, even with the gateway's config and keys,
+// opens nothing without the cookie.
+func (kr *keyring) sealBound(purpose, bind string, ad, plaintext []byte) (string, error) {
+	k := &kr.keys[0]
+	aead, err := boundAEAD(k, purpose, bind)
+	if err != nil {
+		return "", err
+	}
+	return sealWith(k.id, aead, boundAD(purpose, ad), plaintext), nil
+}
+
+// openBound reverses sealBound; it fails for any other bind.
+func (kr *keyring) openBound(purpose, bind string, ad []byte, sealed string) ([]byte, error) {
+	k, raw, err := kr.find(sealed)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := boundAEAD(k, purpose, bind)
+	if err != nil {
+		return nil, err
+	}
+	return openWith(aead, boundAD(purpose, ad), raw)
+}
+
+// boundAEAD derives the AES-256-GCM key of (purpose, bind) with HKDF
+// (RFC 5869) from the secret's bound root; the bind is length-prefixed
+// so that no two (purpose, bind) pairs share a key.
+func boundAEAD(k *sealKey, purpose, bind string) (cipher.AEAD, error) {
+	info := purpose + "\x00" + strconv.Itoa(len(bind)) + "\x00" + bind
+	key, err := hkdf.Expand(sha256.New, k.bound, info, 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+func boundAD(purpose string, ad []byte) []byte {
+	out := make([]byte, 0, len(purpose)+1+len(ad))
+	out = append(out, purpose...)
+	out = append(out, 0)
+	return append(out, ad...)
+}
+
 // open reverses seal. It fails closed on any malformed, tampered, truncated
 // or foreign value, and on values sealed for another purpose.
 func (kr *keyring) open(purpose, sealed string) ([]byte, error) {
+	k, raw, err := kr.find(sealed)
+	if err != nil {
+		return nil, err
+	}
+	return openWith(k.aead, []byte(purpose), raw)
+}
+
+// find returns the key a sealed value names and the value's decoded bytes.
+func (kr *keyring) find(sealed string) (*sealKey, []byte, error) {
 	if len(sealed) < kidLen+1 || sealed[kidLen] != '.' {
-		return nil, errMalformed
+		return nil, nil, errMalformed
 	}
 	kid := sealed[:kidLen]
 	var k *sealKey
@@ -107,17 +176,21 @@ func (kr *keyring) open(purpose, sealed string) ([]byte, error) {
 		}
 	}
 	if k == nil {
-		return nil, errUnknownKey
+		return nil, nil, errUnknownKey
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(sealed[kidLen+1:])
 	if err != nil {
+		return nil, nil, errMalformed
+	}
+	return k, raw, nil
+}
+
+func openWith(aead cipher.AEAD, ad, raw []byte) ([]byte, error) {
+	ns := aead.NonceSize()
+	if len(raw) < ns+aead.Overhead() {
 		return nil, errMalformed
 	}
-	ns := k.aead.NonceSize()
-	if len(raw) < ns+k.aead.Overhead() {
-		return nil, errMalformed
-	}
-	pt, err := k.aead.Open(raw[ns:ns], raw[:ns], raw[ns:], []byte(purpose))
+	pt, err := aead.Open(raw[ns:ns], raw[:ns], raw[ns:], ad)
 	if err != nil {
 		return nil, errOpen
 	}

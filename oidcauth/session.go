@@ -11,7 +11,7 @@ import (
 // session is what a login establishes. Field names are short because the
 // cookie store seals the JSON into cookies.
 type session struct {
-	ID           string         `json:"i"`
+	ID           string         `json:"i,omitempty"`
 	Subject      string         `json:"s"`
 	SID          string         `json:"sid,omitempty"` // the provider's session id (back-channel logout)
 	Claims       map[string]any `json:"c,omitempty"`

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-bff/caddy-bff/internal/background"
 )
 
 var (
@@ -28,7 +32,9 @@ type store interface {
 	// errSessionEnded when the session was ended meanwhile.
 	save(ctx context.Context, s *session, create bool, until time.Time) (string, error)
 	// remove ends s everywhere; a copy of its cookie must not work again
-	// before `until`.
+	// before `until`, the session's absolute end (Handler.endSession):
+	// a copy may have been used after the cookie that ended it, so its
+	// idle end says nothing.
 	remove(ctx context.Context, s *session, until time.Time) error
 }
 
@@ -84,16 +90,19 @@ func (rv *revocations) addSub(sub string, at, until time.Time) {
 	rv.mu.Unlock()
 }
 
-// seenJTI records a logout token's jti and reports whether it was seen
-// before (a replay).
-func (rv *revocations) seenJTI(jti string, until time.Time) bool {
+// jtiSeen reports whether a logout token's jti was recorded (a replay).
+func (rv *revocations) jtiSeen(jti string, now time.Time) bool {
+	rv.mu.RLock()
+	until, ok := rv.jtis[jti]
+	rv.mu.RUnlock()
+	return ok && now.Before(until)
+}
+
+// recordJTI remembers a logout token's jti until it would expire.
+func (rv *revocations) recordJTI(jti string, until time.Time) {
 	rv.mu.Lock()
-	defer rv.mu.Unlock()
-	if _, ok := rv.jtis[jti]; ok {
-		return true
-	}
-	rv.jtis[jti] = until
-	return false
+	extend(rv.jtis, jti, until)
+	rv.mu.Unlock()
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -158,7 +167,11 @@ type sharedState struct {
 	sweeping sync.WaitGroup
 }
 
-func newSharedState(now func() time.Time) *sharedState {
+// sweepInterval is how often expired revocations, memory sessions and
+// refresh results are dropped.
+const sweepInterval = time.Minute
+
+func newSharedState(now func() time.Time, logger *zap.Logger) *sharedState {
 	ctx, cancel := context.WithCancel(context.Background())
 	st := &sharedState{
 		revoked: newRevocations(),
@@ -166,27 +179,24 @@ func newSharedState(now func() time.Time) *sharedState {
 		refresh: newRefreshState(),
 		cancel:  cancel,
 	}
-	st.sweeping.Add(1)
-	go st.sweepLoop(ctx, now)
-	return st
-}
-
-func (st *sharedState) sweepLoop(ctx context.Context, now func() time.Time) {
-	defer st.sweeping.Done()
-	defer func() { _ = recover() }() // a sweep bug must not crash the server
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n := now()
-			st.revoked.sweep(n)
-			st.memory.sweep(n)
-			st.refresh.sweep(n)
-		}
+	sweepers := []struct {
+		name  string
+		sweep func(time.Time)
+	}{
+		{"ended sessions sweeper", st.revoked.sweep},
+		{"memory sessions sweeper", st.memory.sweep},
+		{"refresh results sweeper", st.refresh.sweep},
 	}
+	st.sweeping.Go(func() {
+		background.Every(ctx, sweepInterval, logger, "session sweeper", func() {
+			n := now()
+			// Each under its own recover: a bug in one never stops another.
+			for _, sw := range sweepers {
+				background.Safely(logger, sw.name, func() { sw.sweep(n) })
+			}
+		})
+	})
+	return st
 }
 
 // Destruct implements caddy.Destructor: the last config using this state is

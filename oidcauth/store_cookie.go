@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -87,7 +88,22 @@ func (cs *cookieStore) save(ctx context.Context, s *session, create bool, _ time
 	if err != nil {
 		return "", err
 	}
-	return cs.keys.seal(purposeSession, deflate(pt)), nil
+	sealed := cs.keys.seal(purposeSession, deflate(pt))
+	// Checked on every write (login, refresh, touch): a cookie cut to fit
+	// would silently log the user out, or worse, be read as another.
+	if len(sealed) > maxCookieValue {
+		return "", &sessionTooLargeError{size: len(sealed), limit: maxCookieValue}
+	}
+	return sealed, nil
+}
+
+// sessionTooLargeError: the sealed session does not fit the cookie
+// store's chunks. The operator must act (fewer claims, or a server-side
+// store); the request fails with 503 and the previous cookie stays.
+type sessionTooLargeError struct{ size, limit int }
+
+func (e *sessionTooLargeError) Error() string {
+	return fmt.Sprintf("sealed session is %d bytes, more than the %d the session cookies hold", e.size, e.limit)
 }
 
 func (cs *cookieStore) remove(ctx context.Context, s *session, until time.Time) error {

@@ -7,7 +7,11 @@ import (
 )
 
 // memoryStore keeps sessions in this process; the cookie carries only the
-// random session id, and the map is keyed by its hash.
+// random session id. The map is keyed by the id's hash and holds sealed
+// records (see record), as the Redis store does: the id is not in it, and
+// the tokens open only with the id a cookie carries. It outlives config
+// reloads (sharedState); each config reaches it through a memoryView with
+// its own keys.
 type memoryStore struct {
 	now func() time.Time
 	mu  sync.RWMutex
@@ -15,7 +19,8 @@ type memoryStore struct {
 }
 
 type memoryEntry struct {
-	s     *session
+	raw   []byte
+	meta  recordMeta
 	until time.Time
 }
 
@@ -23,35 +28,49 @@ func newMemoryStore(now func() time.Time) *memoryStore {
 	return &memoryStore{now: now, m: make(map[string]memoryEntry)}
 }
 
-func (ms *memoryStore) load(_ context.Context, value string) (*session, error) {
+// memoryView is one config's store over the shared memoryStore.
+type memoryView struct {
+	ms   *memoryStore
+	keys *keyring
+}
+
+func (v memoryView) load(_ context.Context, value string) (*session, error) {
 	if len(value) != 43 { // base64url of 32 bytes
 		return nil, errNoSession
 	}
 	key := hashID(value)
-	ms.mu.RLock()
-	e, ok := ms.m[key]
-	ms.mu.RUnlock()
-	if !ok || !ms.now().Before(e.until) || e.s.ID != value {
+	v.ms.mu.RLock()
+	e, ok := v.ms.m[key]
+	v.ms.mu.RUnlock()
+	if !ok || !v.ms.now().Before(e.until) {
 		return nil, errNoSession
 	}
-	return e.s, nil
+	s, err := decodeRecord(v.keys, e.raw, value)
+	if err != nil {
+		return nil, errNoSession
+	}
+	return s, nil
 }
 
-func (ms *memoryStore) save(_ context.Context, s *session, create bool, until time.Time) (string, error) {
-	key := hashID(s.ID)
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	if _, ok := ms.m[key]; !ok && !create {
+func (v memoryView) save(_ context.Context, s *session, create bool, until time.Time) (string, error) {
+	raw, err := encodeRecord(v.keys, s)
+	if err != nil {
+		return "", err
+	}
+	key := s.hkey()
+	v.ms.mu.Lock()
+	defer v.ms.mu.Unlock()
+	if _, ok := v.ms.m[key]; !ok && !create {
 		return "", errSessionEnded
 	}
-	ms.m[key] = memoryEntry{s: s, until: until}
+	v.ms.m[key] = memoryEntry{raw: raw, meta: metaOf(s), until: until}
 	return s.ID, nil
 }
 
-func (ms *memoryStore) remove(_ context.Context, s *session, _ time.Time) error {
-	ms.mu.Lock()
-	delete(ms.m, hashID(s.ID))
-	ms.mu.Unlock()
+func (v memoryView) remove(_ context.Context, s *session, _ time.Time) error {
+	v.ms.mu.Lock()
+	delete(v.ms.m, s.hkey())
+	v.ms.mu.Unlock()
 	return nil
 }
 
@@ -65,14 +84,18 @@ func (ms *memoryStore) sweep(now time.Time) {
 	ms.mu.Unlock()
 }
 
-// removeWhere ends every session matching f (back-channel logout by sub or
-// sid); it returns how many ended.
-func (ms *memoryStore) removeWhere(f func(*session) bool) int {
+// removeSessions ends every session of a subject, or of a provider session
+// when sid is set (back-channel logout); it returns how many ended.
+func (ms *memoryStore) removeSessions(sub, sid string) int {
+	want, byMeta := digest("sub", sub), func(m recordMeta, w string) bool { return m.Sub == w }
+	if sid != "" {
+		want, byMeta = digest("sid", sid), func(m recordMeta, w string) bool { return m.SID == w }
+	}
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	n := 0
 	for k, e := range ms.m {
-		if f(e.s) {
+		if byMeta(e.meta, want) {
 			delete(ms.m, k)
 			n++
 		}

@@ -2,8 +2,6 @@ package oidcauth
 
 import (
 	"context"
-	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -14,20 +12,25 @@ import (
 )
 
 // redisStore keeps sessions in Redis, shared by every gateway instance. The
-// cookie carries only the random session id; keys hold its hash. Each
+// cookie carries only the random session id; keys and index members hold
+// its hash, and values are sealed records (see record) bound to the id:
+// neither the id nor a token nor a claim is readable from Redis. Each
 // session expires with its idle timeout or lifetime, whichever comes first;
 // per-subject and per-provider-session index sets let a back-channel logout
 // find every session to end.
 type redisStore struct {
 	c        redis.UniversalClient
 	cfg      *redisconf.Resolved
+	keys     *keyring
 	now      func() time.Time
 	idle     time.Duration
 	lifetime time.Duration
 
 	// decoded caches the last session decoded per key with the exact bytes
 	// it came from: every request still reads Redis (a logout elsewhere
-	// shows at once), but unchanged bytes skip the JSON decoding.
+	// shows at once), but unchanged bytes skip opening and decoding. The
+	// cache is keyed by the id's hash, so only a request carrying the id
+	// itself (a preimage) finds an entry.
 	mu      sync.RWMutex
 	decoded map[string]decodedSession
 }
@@ -66,14 +69,13 @@ func (rs *redisStore) load(ctx context.Context, value string) (*session, error) 
 	rs.mu.RLock()
 	d, ok := rs.decoded[hkey]
 	rs.mu.RUnlock()
-	if ok && d.raw == raw && subtle.ConstantTimeCompare([]byte(d.s.ID), []byte(value)) == 1 {
+	if ok && d.raw == raw {
 		return d.s, nil
 	}
-	s := new(session)
-	if err := json.Unmarshal([]byte(raw), s); err != nil || subtle.ConstantTimeCompare([]byte(s.ID), []byte(value)) != 1 {
+	s, err := decodeRecord(rs.keys, []byte(raw), value)
+	if err != nil {
 		return nil, errNoSession
 	}
-	s.key = hkey
 	if rs.idle > 0 {
 		s.ident = s.identity(rs.idle, rs.lifetime)
 	}
@@ -89,7 +91,7 @@ func (rs *redisStore) load(ctx context.Context, value string) (*session, error) 
 func (rs *redisStore) save(ctx context.Context, s *session, create bool, until time.Time) (string, error) {
 	ctx, cancel := rs.cfg.Ctx(ctx)
 	defer cancel()
-	raw, err := json.Marshal(s)
+	raw, err := encodeRecord(rs.keys, s)
 	if err != nil {
 		return "", err
 	}

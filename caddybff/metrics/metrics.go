@@ -40,6 +40,8 @@ const (
 	EndBackchannel  = "backchannel"
 	EndExpired      = "expired"
 	EndInvalidGrant = "invalid_grant"
+	// EndReplaced: a new login in the same browser replaced the session.
+	EndReplaced = "replaced"
 )
 
 // Results of a token exchange: the result label of TokenExchange.
@@ -64,10 +66,9 @@ const (
 
 var (
 	loginOutcomes = []string{"success", "unknown_state", "bad_state", "expired", "provider_error",
-		"code_rejected", "no_id_token", "bad_id_token", "bad_nonce", "bad_at_hash"}
-	endReasons     = []string{EndLogout, EndBackchannel, EndExpired, EndInvalidGrant}
-	refreshResults = []string{"success", "invalid_grant", "invalid_grant_token_still_valid",
-		"provider_error", "bad_id_token"}
+		"code_rejected", "no_id_token", "bad_id_token", "bad_nonce", "bad_at_hash", "bad_iss"}
+	endReasons      = []string{EndLogout, EndBackchannel, EndExpired, EndInvalidGrant, EndReplaced}
+	refreshResults  = []string{"success", "invalid_grant", "provider_error", "bad_id_token", "session_too_large"}
 	exchangeResults = []string{ExchangeSuccess, ExchangeRefused, ExchangeUnavailable}
 	cacheModes      = [...]string{ModeMint, ModeExchange}
 	authzReasons    = [...]string{ReasonRule, ReasonDefault, ReasonPath}

@@ -86,7 +86,7 @@ func TestHelpers(t *testing.T) {
 		{"sessions ended by backchannel", sessionsEnded.WithLabelValues(EndBackchannel), func() { SessionsEnded(EndBackchannel, 3) }, 3},
 		{"no session ended", sessionsEnded.WithLabelValues(EndBackchannel), func() { SessionsEnded(EndBackchannel, 0) }, 0},
 		{"session expired", sessionsEnded.WithLabelValues(EndExpired), func() { SessionsEnded(EndExpired, 1) }, 1},
-		{"refresh still valid", refreshes.WithLabelValues("invalid_grant_token_still_valid"), func() { Refresh("invalid_grant_token_still_valid") }, 1},
+		{"refresh too large", refreshes.WithLabelValues("session_too_large"), func() { Refresh("session_too_large") }, 1},
 		{"refresh unknown", refreshes.WithLabelValues(other), func() { Refresh("alice@example.com") }, 1},
 		{"exchange refused", tokenExchanges.WithLabelValues(ExchangeRefused), func() { TokenExchange(ExchangeRefused) }, 1},
 		{"cache hit mint", tokenCache.WithLabelValues(ModeMint, "hit"), func() { TokenCache(ModeMint, true) }, 1},

@@ -19,9 +19,9 @@ var labelPair = regexp.MustCompile(`([a-z_]+)="((?:[^"\\]|\\.)*)"`)
 // from the config, "le" from the histogram buckets).
 var fixedLabels = map[string][]string{
 	"outcome": {"success", "unknown_state", "bad_state", "expired", "provider_error", "code_rejected",
-		"no_id_token", "bad_id_token", "bad_nonce", "bad_at_hash", "allow", "deny", "other"},
-	"reason": {"logout", "backchannel", "expired", "invalid_grant", "rule", "default", "path", "other"},
-	"result": {"success", "invalid_grant", "invalid_grant_token_still_valid", "provider_error", "bad_id_token",
+		"no_id_token", "bad_id_token", "bad_nonce", "bad_at_hash", "bad_iss", "allow", "deny", "other"},
+	"reason": {"logout", "backchannel", "expired", "invalid_grant", "replaced", "rule", "default", "path", "other"},
+	"result": {"success", "invalid_grant", "session_too_large", "provider_error", "bad_id_token",
 		"refused", "unavailable", "hit", "miss", "ok", "error", "other"},
 	"mode": {"mint", "exchange"},
 	"call": {"discovery", "code_exchange", "refresh", "userinfo", "revocation", "token_exchange", "other"},

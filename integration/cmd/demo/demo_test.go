@@ -236,16 +236,19 @@ func TestDemo(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			logoutPage, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 			resp.Body.Close()
-			loc, _ := resp.Location()
-			if resp.StatusCode != http.StatusFound && resp.StatusCode != http.StatusSeeOther || loc == nil ||
-				!strings.HasPrefix(loc.String(), d.op.Issuer()+"/end_session") {
-				t.Fatalf("logout: %d %v, want a redirect to the provider's end_session", resp.StatusCode, loc)
+			// RP-Initiated Logout with an auto-submitted POST: the ID
+			// token is in the form, never in a URL.
+			action, method, fields, perr := harness.PageForm(string(logoutPage), resp.Request.URL)
+			if perr != nil || resp.StatusCode != http.StatusOK || method != http.MethodPost ||
+				action.String() != d.op.Issuer()+"/end_session" || fields.Get("id_token_hint") == "" {
+				t.Fatalf("logout: %d %s %v (%v), want a form posting to the provider's end_session", resp.StatusCode, method, action, perr)
 			}
-			if got := loc.Query().Get("post_logout_redirect_uri"); got != gw+"/" {
+			if got := fields.Get("post_logout_redirect_uri"); got != gw+"/" {
 				t.Errorf("post_logout_redirect_uri = %q, want %s/", got, gw)
 			}
-			resp, err = c.Get(loc.String())
+			resp, err = c.PostForm(action.String(), fields)
 			if err != nil {
 				t.Fatal(err)
 			}
