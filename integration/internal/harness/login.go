@@ -242,6 +242,16 @@ func loginForm(resp *http.Response, base *url.URL) (*htmlForm, bool, error) {
 	if err != nil {
 		return nil, false, nil
 	}
+	found := firstForm(doc, base, (*htmlForm).hasPassword)
+	if found == nil {
+		return nil, false, nil
+	}
+	return found, true, nil
+}
+
+// firstForm returns the first form of the document (in document order)
+// that ok accepts, or nil.
+func firstForm(doc *html.Node, base *url.URL, ok func(*htmlForm) bool) *htmlForm {
 	var found *htmlForm
 	var walk func(n *html.Node)
 	walk = func(n *html.Node) {
@@ -249,8 +259,7 @@ func loginForm(resp *http.Response, base *url.URL) (*htmlForm, bool, error) {
 			return
 		}
 		if n.Type == html.ElementNode && n.Data == "form" {
-			f := parseForm(n, base)
-			if f != nil && f.hasPassword() {
+			if f := parseForm(n, base); f != nil && ok(f) {
 				found = f
 				return
 			}
@@ -260,10 +269,7 @@ func loginForm(resp *http.Response, base *url.URL) (*htmlForm, bool, error) {
 		}
 	}
 	walk(doc)
-	if found == nil {
-		return nil, false, nil
-	}
-	return found, true, nil
+	return found
 }
 
 func attr(n *html.Node, key string) string {
@@ -376,27 +382,9 @@ func PageForm(body string, base *url.URL) (action *url.URL, method string, field
 	if err != nil {
 		return nil, "", nil, err
 	}
-	var form *html.Node
-	var walk func(*html.Node)
-	walk = func(n *html.Node) {
-		if form != nil {
-			return
-		}
-		if n.Type == html.ElementNode && n.Data == "form" {
-			form = n
-			return
-		}
-		for c := n.FirstChild; c != nil; c = c.NextSibling {
-			walk(c)
-		}
-	}
-	walk(doc)
-	if form == nil {
-		return nil, "", nil, errors.New("the page has no form")
-	}
-	f := parseForm(form, base)
+	f := firstForm(doc, base, func(*htmlForm) bool { return true })
 	if f == nil {
-		return nil, "", nil, errors.New("the form's action is not a URL")
+		return nil, "", nil, errors.New("the page has no form with a valid action")
 	}
 	fields = url.Values{}
 	for _, fl := range f.fields {
