@@ -14,6 +14,7 @@ import (
 	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
 	"github.com/caddy-bff/caddy-bff/caddybff/problem"
 	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
+	"github.com/caddy-bff/caddy-bff/internal/methodoverride"
 	"github.com/caddy-bff/caddy-bff/oidcauth"
 )
 
@@ -26,8 +27,11 @@ const loginURL = "/auth/login"
 //
 // The request path is first decoded and checked (see CheckPath): an
 // ambiguous path (dot segments, encoded slashes, backslashes, control
-// characters, `;` parameters, repeated slashes, ...) is refused with 400
-// before any rule. Then the rules are read top to bottom, and the first
+// characters, `;` parameters, repeated slashes, segments ending in a dot
+// or a space, characters that case mapping or NFKC fold into ASCII, ...)
+// is refused with 400 before any rule, and so is a method-override header
+// naming another method than the request's. Paths are matched ignoring
+// case, as Caddy's path matcher does. Then the rules are read top to bottom, and the first
 // whose method and path match decides: the request passes if the user
 // meets every requirement of that rule, and is refused otherwise, with 401
 // when anonymous (the problem body's `login_url` says where to log in) or
@@ -52,8 +56,7 @@ type Handler struct {
 
 	// Default decides requests no rule matches: "deny" (the default)
 	// answers 403; "allow" lets them through unchecked. With "allow",
-	// remember that paths are matched case-sensitively and that a
-	// request spelled so that no rule matches it passes.
+	// remember that a request spelled so that no rule matches it passes.
 	Default string `json:"default,omitempty"`
 
 	logger *zap.Logger
@@ -134,6 +137,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	id, ok := oidcauth.IdentityFrom(r)
 	if !ok {
 		id = nil
+	}
+
+	// The method judged is the method the upstream acts on (oidc_auth
+	// does the same for every route; this covers scope_authz alone).
+	if !methodoverride.Strip(r) {
+		h.log(reqID, id, r.Method, r.URL.EscapedPath(), metrics.ReasonPath, "deny", "")
+		problem.Error(w, r, http.StatusBadRequest, "method-override headers are not accepted; send the method itself")
+		return nil
 	}
 
 	escaped := r.URL.EscapedPath()

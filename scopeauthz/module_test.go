@@ -73,7 +73,8 @@ func TestServeHTTP(t *testing.T) {
 		{"scope missing", "portal", "GET", "/api/recipes/42", nobody, 403, "recipes:read", "#1 GET /api/recipes/*"},
 		{"anonymous, scope rule", "portal", "GET", "/api/recipes/42", anon, 401, "recipes:read", "#1 GET /api/recipes/*"},
 		{"prefix is not a string prefix", "portal", "GET", "/api/recipesx", reader, 403, "", "default"},
-		{"case-sensitive path", "portal", "GET", "/API/recipes", reader, 403, "", "default"},
+		{"paths ignore case", "portal", "GET", "/API/Recipes", reader, 204, "", "#1 GET /api/recipes"},
+		{"case cannot step around a rule", "portal", "GET", "/api/RECIPES/1", nobody, 403, "recipes:read", "#1 GET /api/recipes/*"},
 		// Method lists.
 		{"method list POST", "portal", "POST", "/api/recipes/1", writer, 204, "", "#2 POST PUT DELETE /api/recipes/*"},
 		{"method list DELETE", "portal", "DELETE", "/api/recipes/1", writer, 204, "", "#2 POST PUT DELETE /api/recipes/*"},
@@ -310,5 +311,26 @@ func TestEscapedPath(t *testing.T) {
 	}
 	if got := u.EscapedPath(); got != "/api/%2e%2E/a%2Fb" {
 		t.Fatalf("EscapedPath = %q", got)
+	}
+}
+
+// The method judged is the method the upstream acts on: a method-override
+// header naming another method is refused before any rule, one naming the
+// request's own method is removed.
+func TestMethodOverrideRefused(t *testing.T) {
+	h, _ := mustLoad(t, json.RawMessage(`{"allow": [{"methods": ["POST"], "paths": ["/api/*"], "require": ["authenticated"]}]}`))
+	u := &user{sub: "u", claims: map[string]any{}}
+	for _, hdr := range []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"} {
+		r := newRequest(t, "POST", "/api/x", u)
+		r.Header.Set(hdr, "DELETE")
+		w, called, p := serve(t, h, r)
+		if w.Code != 400 || called || p.Status != 400 {
+			t.Fatalf("%s: DELETE on a POST: %d, upstream called %v", hdr, w.Code, called)
+		}
+		r = newRequest(t, "POST", "/api/x", u)
+		r.Header.Set(hdr, "post")
+		if w, called, _ := serve(t, h, r); w.Code != 204 || !called || r.Header.Get(hdr) != "" {
+			t.Fatalf("%s: POST on a POST: %d, called %v, header left %q", hdr, w.Code, called, r.Header.Get(hdr))
+		}
 	}
 }

@@ -3,6 +3,7 @@ package scopeauthz
 import (
 	"errors"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -20,6 +21,8 @@ var (
 	errDoubleEscape = errors.New("double percent-encoding")
 	errBadUTF8      = errors.New("invalid UTF-8")
 	errConfusable   = errors.New("character that normalises to a path delimiter")
+	errFoldsASCII   = errors.New("character that case mapping or NFKC folds into ASCII")
+	errSegmentEnd   = errors.New("segment ending in a dot or a space")
 	errRawDelimiter = errors.New("unencoded ? or # or space")
 )
 
@@ -56,13 +59,21 @@ var confusables = [...]rune{
 //   - decoded bytes that are not valid UTF-8, overlong forms included
 //     (%C0%AE);
 //   - runes whose compatibility form is a dot, slash, backslash, % or ;
-//     (fullwidth ．／＼ and the like), which normalising upstreams fold.
+//     (fullwidth ．／＼ and the like), which normalising upstreams fold;
+//   - a segment ending in a dot or a space (raw or encoded, any Unicode
+//     space): Windows, IIS and .NET trim them, so /api/admin./x and
+//     /api/admin%20/x are /api/admin/x there;
+//   - any rune that NFKC, a simple or full case mapping or case folding
+//     turns into ASCII (fullwidth letters, dotless ı, İ, the Kelvin sign,
+//     long ſ, ß, ligatures, mathematical letters, NBSP and other spaces;
+//     see fold_table.go): upstreams that normalise or compare ignoring
+//     case would read them as ASCII letters another rule speaks of.
 //
 // A single trailing slash is kept and is significant, as in Caddy's path
-// matcher: /api/recipes/ is not /api/recipes. Case is kept: paths are
-// compared case-sensitively. Apart from a trailing slash, an accepted path
-// is its own path.Clean. CheckPath does not allocate unless the path holds
-// percent-escapes.
+// matcher: /api/recipes/ is not /api/recipes. Case is kept in the result;
+// the policy compares paths ignoring case, as Caddy's path matcher does.
+// Apart from a trailing slash, an accepted path is its own path.Clean.
+// CheckPath does not allocate unless the path holds percent-escapes.
 func CheckPath(escapedPath string) (clean string, err error) {
 	p := escapedPath
 	if p == "" || p[0] != '/' {
@@ -125,13 +136,19 @@ func checkDecoded(p string) error {
 		if i < len(p) && p[i] != '/' {
 			continue
 		}
-		switch p[start:i] {
+		seg := p[start:i]
+		switch seg {
 		case ".", "..":
 			return errDotSegment
 		case "":
 			// An empty last segment is the root or a trailing slash.
 			if i < len(p) {
 				return errEmptySegment
+			}
+		}
+		if seg != "" {
+			if last, _ := utf8.DecodeLastRuneInString(seg); last == '.' || unicode.Is(unicode.Z, last) {
+				return errSegmentEnd
 			}
 		}
 		start = i + 1
@@ -156,6 +173,9 @@ func checkDecoded(p string) error {
 			if r == c {
 				return errConfusable
 			}
+		}
+		if unicode.Is(foldsIntoASCII, r) {
+			return errFoldsASCII
 		}
 		i += size
 	}

@@ -2,9 +2,12 @@ package scopeauthz
 
 import (
 	"errors"
+	"net/url"
 	"path"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 )
 
 // pathCases are escaped request paths (as url.URL.EscapedPath returns
@@ -26,8 +29,34 @@ var pathCases = []struct {
 	{"percent not before hex", "/a%25zz", "/a%zz", nil},
 	{"percent u not before four hex", "/a%25u12/%25uzzzz", "/a%u12/%uzzzz", nil},
 	{"encoded question mark", "/a%3Fb", "/a?b", nil},
-	{"three dots", "/a/.../b", "/a/.../b", nil},
-	{"dots inside segment", "/a/..b/c..", "/a/..b/c..", nil},
+	{"dots inside segment", "/a/..b/c.d", "/a/..b/c.d", nil},
+	{"encoded space inside", "/a/b%20c", "/a/b c", nil},
+	{"accented letters", "/api/caf%C3%A9/%C3%89t%C3%A9", "/api/café/Été", nil},
+	{"cyrillic and cjk", "/api/%D0%B6/%E4%B8%AD", "/api/ж/中", nil},
+	{"three dots", "/a/.../b", "", errSegmentEnd},
+	{"trailing dots", "/a/..b/c..", "", errSegmentEnd},
+	{"trailing dot", "/api/admin./users", "", errSegmentEnd},
+	{"trailing dot last", "/api/admin/users.", "", errSegmentEnd},
+	{"encoded trailing dot", "/api/admin%2E/users", "", errSegmentEnd},
+	{"encoded trailing space", "/api/admin%20/users", "", errSegmentEnd},
+	{"trailing dot space", "/api/admin.%20/users", "", errSegmentEnd},
+	{"trailing ogham space", "/api/admin%E1%9A%80/users", "", errSegmentEnd},
+	{"trailing line separator", "/api/admin%E2%80%A8/users", "", errSegmentEnd},
+	{"trailing NBSP", "/api/admin%C2%A0/users", "", errSegmentEnd},
+	{"inner NBSP", "/api/a%C2%A0b", "", errFoldsASCII},
+	{"fullwidth a", "/api/%EF%BD%81dmin/users", "", errFoldsASCII},
+	{"fullwidth A raw", "/api/Ａdmin", "", errFoldsASCII},
+	{"dotless i", "/api/adm%C4%B1n", "", errFoldsASCII},
+	{"dotted capital I", "/api/adm%C4%B0n", "", errFoldsASCII},
+	{"kelvin sign", "/api/%E2%84%AAeys", "", errFoldsASCII},
+	{"long s", "/api/%C5%BFecrets", "", errFoldsASCII},
+	{"sharp s", "/api/stra%C3%9Fe", "", errFoldsASCII},
+	{"ligature fi", "/api/%EF%AC%81le", "", errFoldsASCII},
+	{"feminine ordinal", "/api/%C2%AAdmin", "", errFoldsASCII},
+	{"mathematical bold a", "/api/%F0%9D%90%9Admin", "", errFoldsASCII},
+	{"superscript two", "/api/x%C2%B2", "", errFoldsASCII},
+	{"circled letter", "/api/%E2%93%90", "", errFoldsASCII},
+	{"dz digraph", "/api/%C7%85", "", errFoldsASCII},
 	{"dot file", "/.well-known/jwks.json", "/.well-known/jwks.json", nil},
 	{"sub-delims", "/a/b:c@d!$&'()*+,=", "/a/b:c@d!$&'()*+,=", nil},
 	{"tilde and dash", "/~user/a-b_c", "/~user/a-b_c", nil},
@@ -109,6 +138,33 @@ func TestCheckPathConfusables(t *testing.T) {
 	}
 }
 
+// TestCheckPathFoldTable refuses every rune of the fold table, raw and
+// encoded, anywhere in a segment.
+func TestCheckPathFoldTable(t *testing.T) {
+	n := 0
+	check := func(r rune) {
+		n++
+		for _, p := range []string{"/a/x" + string(r) + "y", "/a/" + url.PathEscape("x"+string(r)+"y")} {
+			if _, err := CheckPath(p); err == nil {
+				t.Errorf("%U in %q is accepted", r, p)
+			}
+		}
+	}
+	for _, rg := range foldsIntoASCII.R16 {
+		for r := rune(rg.Lo); r <= rune(rg.Hi); r++ {
+			check(r)
+		}
+	}
+	for _, rg := range foldsIntoASCII.R32 {
+		for r := rune(rg.Lo); r <= rune(rg.Hi); r++ {
+			check(r)
+		}
+	}
+	if n < 1000 {
+		t.Fatalf("only %d runes in the fold table", n)
+	}
+}
+
 // TestCheckPathAllocs: a path without escapes is checked in place.
 func TestCheckPathAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _, _ = CheckPath("/api/teams/42/members/") }); n != 0 {
@@ -121,6 +177,9 @@ func TestCheckPathAllocs(t *testing.T) {
 func FuzzCheckPath(f *testing.F) {
 	for _, tt := range pathCases {
 		f.Add(tt.in)
+	}
+	for _, s := range []string{"/api/Admin/users", "/api/admin./x", "/api/admin%20/x", "/api/%EF%BD%81dmin", "/api/adm%C4%B1n", "/api/%E2%84%AA", "/api/%C5%BF", "/a/b%C2%A0", "/api/café"} {
+		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
 		clean, err := CheckPath(in)
@@ -144,6 +203,16 @@ func FuzzCheckPath(f *testing.F) {
 		}
 		if strings.Contains(clean, "//") {
 			t.Fatalf("CheckPath(%q) = %q holds //", in, clean)
+		}
+		for seg := range strings.SplitSeq(clean, "/") {
+			if last, _ := utf8.DecodeLastRuneInString(seg); seg != "" && (last == '.' || unicode.IsSpace(last) || unicode.Is(unicode.Z, last)) {
+				t.Fatalf("CheckPath(%q) = %q has a segment ending in a dot or a space", in, clean)
+			}
+		}
+		for _, r := range clean {
+			if r >= utf8.RuneSelf && (unicode.Is(foldsIntoASCII, r) || foldsToASCII(r)) {
+				t.Fatalf("CheckPath(%q) = %q holds %U, which folds into ASCII", in, clean, r)
+			}
 		}
 		// Checking is idempotent once the % are escaped again.
 		again, err := CheckPath(strings.ReplaceAll(clean, "%", "%25"))

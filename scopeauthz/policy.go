@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -18,8 +19,9 @@ type Rule struct {
 	// GET does not imply HEAD: list HEAD too where it is served.
 	Methods []string `json:"methods,omitempty"`
 
-	// Paths are the path patterns the rule applies to, matched
-	// case-sensitively against the decoded request path:
+	// Paths are the path patterns the rule applies to, matched against
+	// the decoded request path ignoring case, as Caddy's path matcher
+	// does (/api/Admin/x is /api/admin/x):
 	//
 	//   - exact: `/api/me` matches /api/me only (not /api/me/);
 	//   - prefix: a trailing `/*`, as in `/api/recipes/*`, matches
@@ -61,6 +63,10 @@ type pattern struct {
 	segs []string
 	// prefix: the pattern ended in "/*" (not part of segs).
 	prefix bool
+	// ascii: every segment is ASCII, so a path segment of another length
+	// cannot equal one (lower-casing changes lengths only outside ASCII,
+	// and CheckPath refused the runes that lower-case into ASCII).
+	ascii bool
 	// label names the rule and pattern in the audit log: "#2 GET /x/*".
 	label string
 }
@@ -183,7 +189,7 @@ func compilePattern(raw string) (pattern, error) {
 			return pattern{}, errors.New("write patterns decoded, without percent-escapes: they are matched against the decoded path")
 		case c == '\\', c == ';', c == '?', c == '#':
 			return pattern{}, fmt.Errorf("%q never appears in an accepted request path", c)
-		case c < 0x20, c == 0x7F, c >= 0x80 && c <= 0x9F, isConfusable(c):
+		case c < 0x20, c == 0x7F, c >= 0x80 && c <= 0x9F, isConfusable(c), unicode.Is(foldsIntoASCII, c):
 			return pattern{}, fmt.Errorf("character %U never appears in an accepted request path", c)
 		}
 	}
@@ -194,7 +200,10 @@ func compilePattern(raw string) (pattern, error) {
 	if r, ok := strings.CutSuffix(rest, "/*"); ok {
 		pt.prefix, rest = true, r
 	}
-	pt.segs = strings.Split(rest, "/")
+	// Lower-cased once here, as Caddy's path matcher lower-cases its
+	// patterns; paths are lower-cased as they are compared (equalLower).
+	pt.segs = strings.Split(strings.ToLower(rest), "/")
+	pt.ascii = !strings.ContainsFunc(rest, func(r rune) bool { return r >= utf8.RuneSelf })
 	for i, s := range pt.segs {
 		last := i == len(pt.segs)-1
 		switch {
@@ -204,6 +213,8 @@ func compilePattern(raw string) (pattern, error) {
 			return pattern{}, errors.New("empty segments (//) never appear in an accepted request path")
 		case s != "*" && strings.Contains(s, "*"):
 			return pattern{}, errors.New("* must be a whole segment")
+		case strings.HasSuffix(s, ".") || strings.HasSuffix(s, " "):
+			return pattern{}, errors.New("segments ending in a dot or a space never appear in an accepted request path")
 		}
 	}
 	return pt, nil
@@ -268,6 +279,35 @@ func equalFoldASCII(a, b string) bool {
 	return true
 }
 
+// equalLower reports whether seg, lower-cased, is low (a pattern segment
+// lower-cased at compile time): Caddy's path matcher compares
+// strings.ToLower of both. It does not allocate, and for ASCII it is a
+// byte loop. CheckPath refused the runes whose case mapping or NFKC
+// reaches ASCII, so no other spelling of an ASCII pattern gets this far.
+func equalLower(seg, low string) bool {
+	i, j := 0, 0
+	for i < len(seg) && j < len(low) {
+		c, d := seg[i], low[j]
+		if c < utf8.RuneSelf && d < utf8.RuneSelf {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != d {
+				return false
+			}
+			i, j = i+1, j+1
+			continue
+		}
+		ra, na := utf8.DecodeRuneInString(seg[i:])
+		rb, nb := utf8.DecodeRuneInString(low[j:])
+		if unicode.ToLower(ra) != rb {
+			return false
+		}
+		i, j = i+na, j+nb
+	}
+	return i == len(seg) && j == len(low)
+}
+
 // match reports whether the clean path p (as CheckPath returns it)
 // matches. Segments are walked by index: no splitting, no allocation.
 func (pt *pattern) match(p string) bool {
@@ -290,7 +330,7 @@ func (pt *pattern) match(p string) bool {
 			if seg == "" {
 				return false
 			}
-		} else if seg != want {
+		} else if len(seg) != len(want) && pt.ascii || !equalLower(seg, want) {
 			return false
 		}
 		i = end + 1
@@ -317,7 +357,7 @@ func (a *pattern) covers(b *pattern) bool {
 			if b.segs[k] == "" {
 				return false
 			}
-		case s != b.segs[k]:
+		case s != b.segs[k]: // both lower-cased at compile time
 			return false
 		}
 	}

@@ -16,7 +16,9 @@ func TestPatternMatch(t *testing.T) {
 	}{
 		{"/", []string{"/"}, []string{"/a", "/a/"}},
 		{"/*", []string{"/", "/a", "/a/b/", "/api/recipes"}, nil},
-		{"/api/me", []string{"/api/me"}, []string{"/api/me/", "/api/me/x", "/api/mee", "/api/m", "/api", "/API/me", "/x/api/me"}},
+		{"/api/me", []string{"/api/me", "/API/me", "/Api/ME"}, []string{"/api/me/", "/api/me/x", "/api/mee", "/api/m", "/api", "/x/api/me"}},
+		{"/api/Admin/*", []string{"/api/admin/x", "/API/ADMIN/", "/api/aDmIn/x/y"}, []string{"/api/admins/x", "/api/admin"}},
+		{"/api/é/*", []string{"/api/é/x", "/api/É/x"}, []string{"/api/e/x"}},
 		{"/api/me/", []string{"/api/me/"}, []string{"/api/me", "/api/me/x"}},
 		{"/api/recipes/*", []string{"/api/recipes/", "/api/recipes/1", "/api/recipes/1/steps/"}, []string{"/api/recipes", "/api/recipesx/1", "/api/recipes1", "/api", "/"}},
 		{"/api/teams/*/members", []string{"/api/teams/7/members", "/api/teams/x y/members"}, []string{"/api/teams/members", "/api/teams/7/members/", "/api/teams/7/members/1", "/api/teams/7/8/members", "/api/teams/"}},
@@ -251,7 +253,8 @@ func refMatch(pat, p string) bool {
 		return false
 	}
 	for i, s := range want {
-		if s == "*" && got[i] == "" || s != "*" && s != got[i] {
+		// Caddy's path matcher: both sides lower-cased.
+		if s == "*" && got[i] == "" || s != "*" && strings.ToLower(s) != strings.ToLower(got[i]) {
 			return false
 		}
 	}
@@ -266,6 +269,9 @@ func FuzzMatch(f *testing.F) {
 	f.Add("/api/teams/*/members", "/api/teams/*/members", "/api/teams/7/members")
 	f.Add("/", "/*", "/")
 	f.Add("/a/", "/a/*", "/a/")
+	f.Add("/api/admin/*", "/api/*", "/api/Admin/users")
+	f.Add("/api/é/*", "/api/*", "/api/%C3%89/x")
+	f.Add("/api/σ/*", "/api/*", "/api/%CF%82/x")
 	f.Add("/a/*/", "/*/*/", "/a/b/")
 	f.Fuzz(func(t *testing.T, a, b, in string) {
 		p, err := CheckPath(in)
@@ -276,6 +282,10 @@ func FuzzMatch(f *testing.F) {
 		pb, errB := compilePattern(b)
 		if errA == nil && pa.match(p) != refMatch(a, p) {
 			t.Fatalf("%s on %s: match = %v, reference says otherwise", a, p, pa.match(p))
+		}
+		// Another ASCII case of the path is the same path to the policy.
+		if up, err := CheckPath(strings.ToUpper(in)); errA == nil && err == nil && pa.match(up) != pa.match(p) {
+			t.Fatalf("%s matches %s and %s differently", a, p, up)
 		}
 		if errA == nil && errB == nil && pa.covers(&pb) && pb.match(p) && !pa.match(p) {
 			t.Fatalf("%s covers %s, which matches %s, but %s does not", a, b, p, a)

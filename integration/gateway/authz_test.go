@@ -171,9 +171,10 @@ func TestAuthzPolicy(t *testing.T) {
 		{"anonymous", "GET", "/api/unknown", 401, "", ""},
 		{"reader", "GET", "/api/unknown", 403, def, ""},
 		{"admin", "GET", "/api/unknown", 403, def, ""},
-		// Paths are case-sensitive (Caddy's handle matcher is not).
-		{"admin", "GET", "/api/Recipes/42", 403, def, ""},
-		{"reader", "GET", "/API/recipes", 403, def, ""},
+		// Paths are matched ignoring case, as Caddy's handle matcher does.
+		{"admin", "GET", "/api/Recipes/42", 200, rRecipe, ""},
+		{"reader", "GET", "/API/recipes", 200, rList, ""},
+		{"reader", "GET", "/api/ADMIN/users", 403, rAdmin, "admin"},
 	}
 
 	rid := func(i int) string { return fmt.Sprintf("authz-case-%03d", i) }
@@ -488,13 +489,15 @@ func TestPathConfusion(t *testing.T) {
 		{"space in target", "GET", "/api/admin /x", 400},
 		// Absolute-form targets are judged by their path too.
 		{"absolute-form dot-dot", "GET", host + "/api/recipes/%2e%2e/admin/x", 400},
+		// Segments ending in a dot or a space, and characters that fold
+		// into ASCII: trimmed or folded by lenient upstreams.
+		{"trailing dot segment", "GET", "/api/admin./x", 400},
+		{"trailing dots segment", "GET", "/api/admin../x", 400},
+		{"encoded trailing dot", "GET", "/api/admin%2e/x", 400},
+		{"trailing encoded space", "GET", "/api/admin%20/x", 400},
+		{"triple dot", "GET", "/api/.../admin/x", 400},
+		{"NFKC letter ª", "GET", "/api/%c2%aadmin/x", 400},
 		// Unambiguous spellings that simply are not the Reader's.
-		{"trailing dot segment", "GET", "/api/admin./x", 403},
-		{"trailing dots segment", "GET", "/api/admin../x", 403},
-		{"encoded trailing dot", "GET", "/api/admin%2e/x", 403},
-		{"trailing encoded space", "GET", "/api/admin%20/x", 403},
-		{"triple dot", "GET", "/api/.../admin/x", 403},
-		{"NFKC letter ª", "GET", "/api/%c2%aadmin/x", 403},
 		{"upper-case prefix", "GET", "/API/admin/x", 403},
 		{"upper-case segment", "GET", "/api/ADMIN/x", 403},
 		{"mixed case", "GET", "/Api/Admin/X", 403},
@@ -638,4 +641,105 @@ func answeredBy(r rawResult) string {
 		return "upstream"
 	}
 	return fmt.Sprintf("? %d %s", r.status, r.body)
+}
+
+// broadPolicy puts a specific rule before a broad one: the shape whose
+// specific rule another spelling of a path used to miss, so that the broad
+// rule admitted it.
+const broadPolicy = `scope_authz {
+			allow *   /api/admin/* admin
+			allow GET /api/*       authenticated
+			default deny
+		}`
+
+// Item 7 of issue 9: other spellings of /api/admin/users (case, trailing
+// dots and spaces, characters that case mapping or NFKC fold into ASCII)
+// never step around the admin rule to the broad one. Case variants are
+// matched by the admin rule (403); the rest are refused before any rule.
+func TestPathSpellingsCannotSidestepPolicy(t *testing.T) {
+	bin := harness.MustBuildCaddy(t)
+	op := startOP(t, 0)
+	up := harness.NewUpstream(t)
+	addr := harness.FreeAddr(t)
+	g := &gw{t: t, op: op, up: up, addr: addr, base: "http://" + addr, bin: bin}
+	g.cfg = harness.Caddyfile(fmt.Sprintf(`http://%[1]s {
+	oidc_auth {
+		issuer %[2]s
+		client_id bff
+		client_secret {env.OIDC_CLIENT_SECRET}
+		scopes openid profile email offline_access recipes:read recipes:write admin
+		session {
+			keys {env.SESSION_KEY}
+		}
+	}
+	handle /api/* {
+		%[4]s
+		reverse_proxy %[3]s
+	}
+	handle /welcome {
+		respond "welcome" 200
+	}
+	handle {
+		respond "not found" 404
+	}
+}
+`, addr, op.Issuer(), up.Addr(), broadPolicy))
+	g.env = []string{"OIDC_CLIENT_SECRET=" + op.ClientSecret(), "SESSION_KEY=" + sessionKeyA}
+	g.caddy = harness.StartCaddy(t, bin, g.cfg, g.env...)
+	reader := g.cookieHeader(g.reader())
+	g.up.Reset()
+
+	for _, v := range []pathVector{
+		// Matched by the admin rule whatever the case, as Caddy's own path
+		// matcher and case-insensitive upstreams read them.
+		{"upper-case segment", "GET", "/api/Admin/users", 403},
+		{"all upper", "GET", "/api/ADMIN/users", 403},
+		{"encoded upper", "GET", "/api/%41dmin/users", 403},
+		{"upper prefix and segment", "GET", "/api/aDmIn/USERS", 403},
+		// Trailing dots and spaces (Windows, IIS and .NET trim them).
+		{"trailing dot", "GET", "/api/admin./users", 400},
+		{"trailing dots", "GET", "/api/admin../users", 400},
+		{"encoded trailing dot", "GET", "/api/admin%2e/users", 400},
+		{"encoded trailing space", "GET", "/api/admin%20/users", 400},
+		{"trailing dot and space", "GET", "/api/admin.%20/users", 400},
+		{"trailing NBSP", "GET", "/api/admin%c2%a0/users", 400},
+		{"trailing ideographic space", "GET", "/api/admin%e3%80%80/users", 400},
+		{"trailing dot, last segment", "GET", "/api/admin/users.", 400},
+		{"triple dot segment", "GET", "/api/.../admin/users", 400},
+		// Characters that case mapping or NFKC fold into ASCII.
+		{"fullwidth a", "GET", "/api/%ef%bd%81dmin/users", 400},
+		{"fullwidth A raw", "GET", "/api/Ａdmin/users", 400},
+		{"dotless i", "GET", "/api/adm%c4%b1n/users", 400},
+		{"dotted capital I", "GET", "/api/adm%c4%b0n/users", 400},
+		{"Kelvin sign", "GET", "/api/%e2%84%aaeys", 400},
+		{"long s", "GET", "/api/admin/%c5%bfecrets", 400},
+		{"sharp s", "GET", "/api/admin/stra%c3%9fe", 400},
+		{"ligature ff", "GET", "/api/admin/%ef%ac%80", 400},
+		{"feminine ordinal", "GET", "/api/%c2%aadmin/users", 400},
+		{"mathematical a", "GET", "/api/%f0%9d%90%9admin/users", 400},
+		{"superscript one", "GET", "/api/admin%c2%b9/users", 400},
+		{"circled a", "GET", "/api/%e2%93%90dmin/users", 400},
+		// Still the Reader's: the broad rule, with unambiguous letters.
+		{"accented letter", "GET", "/api/caf%c3%a9", 200},
+		{"plain", "GET", "/api/recipes", 200},
+	} {
+		r := rawRequest(t, g.addr, v.method, v.target, reader, "spell-"+v.name)
+		if r.status != v.want {
+			t.Errorf("%s: %s %q as the Reader: %d (%s), want %d", v.name, v.method, v.target, r.status, answeredBy(r), v.want)
+		}
+		if v.want == 400 && !strings.HasPrefix(answeredBy(r), "scope_authz 400") {
+			t.Errorf("%s: refused by %s, want scope_authz", v.name, answeredBy(r))
+		}
+	}
+	for _, r := range g.up.Requests() {
+		if under, clean := underAdmin(r.RequestURI); under {
+			t.Errorf("the upstream received %s %q (read leniently: %s)", r.Method, r.RequestURI, clean)
+		}
+		if strings.Contains(strings.ToLower(r.RequestURI), "admin") {
+			t.Errorf("the upstream received %q", r.RequestURI)
+		}
+	}
+	if n := len(g.up.Requests()); n != 2 {
+		t.Errorf("the upstream saw %d requests, want the Reader's 2", n)
+	}
 }
