@@ -127,7 +127,8 @@ func (h *Handler) verifyLogoutToken(r *http.Request, info *providerInfo, raw str
 	defer cancel()
 	// Logout tokens are JWTs from the same issuer and keys as ID tokens;
 	// exp is checked below, since §2.4 lets older providers omit it.
-	v := info.oidc.Verifier(&oidc.Config{ClientID: h.ClientID, SkipExpiryCheck: true, Now: h.now})
+	v := oidc.NewVerifier(h.Issuer, info.keys, &oidc.Config{ClientID: h.ClientID, SupportedSigningAlgs: info.algs,
+		SkipExpiryCheck: true, Now: h.now})
 	tok, err := v.Verify(ctx, raw)
 	if err != nil {
 		return nil, err

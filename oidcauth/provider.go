@@ -28,8 +28,12 @@ const (
 
 // providerInfo is what discovery yields; immutable once built.
 type providerInfo struct {
-	oidc       *oidc.Provider
-	verifier   *oidc.IDTokenVerifier
+	oidc     *oidc.Provider
+	verifier *oidc.IDTokenVerifier
+	// keys verifies every token from the provider (ID and logout tokens),
+	// algs are the signature algorithms it may use.
+	keys       *keySet
+	algs       []string
 	oauth      oauth2.Config
 	revocation string
 	endSession string
@@ -119,6 +123,8 @@ func (d *discovery) discover() (*providerInfo, error) {
 		EndSession  string   `json:"end_session_endpoint"`
 		AuthMethods []string `json:"token_endpoint_auth_methods_supported"`
 		ISSParam    bool     `json:"authorization_response_iss_parameter_supported"`
+		JWKSURI     string   `json:"jwks_uri"`
+		Algs        []string `json:"id_token_signing_alg_values_supported"`
 	}
 	if err := p.Claims(&extra); err != nil {
 		return nil, fmt.Errorf("%w: discovery document: %w", errProviderDown, err)
@@ -133,9 +139,19 @@ func (d *discovery) discover() (*providerInfo, error) {
 		slices.Contains(extra.AuthMethods, "client_secret_post") {
 		endpoint.AuthStyle = oauth2.AuthStyleInParams
 	}
+	if extra.JWKSURI == "" {
+		return nil, fmt.Errorf("%w: discovery document has no jwks_uri", errProviderDown)
+	}
+	// Our key set, not go-oidc's: it refetches for an unknown key id at
+	// most every keysRefetchInterval (forged logout tokens cannot make us
+	// hammer the provider), through our bounded client.
+	keys := newKeySet(extra.JWKSURI, d.client, d.now)
+	algs := signingAlgs(extra.Algs)
 	return &providerInfo{
 		oidc:     p,
-		verifier: p.Verifier(&oidc.Config{ClientID: d.clientID, Now: d.now}),
+		verifier: oidc.NewVerifier(d.issuer, keys, &oidc.Config{ClientID: d.clientID, SupportedSigningAlgs: algs, Now: d.now}),
+		keys:     keys,
+		algs:     algs,
 		oauth: oauth2.Config{
 			ClientID:     d.clientID,
 			ClientSecret: d.secret,

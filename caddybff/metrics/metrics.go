@@ -32,6 +32,7 @@ const (
 	CallUserInfo      = "userinfo"
 	CallRevocation    = "revocation"
 	CallTokenExchange = "token_exchange"
+	CallJWKS          = "jwks"
 )
 
 // Reasons a session ends: the reason label of SessionsEnded.
@@ -73,7 +74,7 @@ var (
 	cacheModes      = [...]string{ModeMint, ModeExchange}
 	authzReasons    = [...]string{ReasonRule, ReasonDefault, ReasonPath}
 	providerCalls   = []string{CallDiscovery, CallCodeExchange, CallRefresh, CallUserInfo,
-		CallRevocation, CallTokenExchange}
+		CallRevocation, CallTokenExchange, CallJWKS}
 )
 
 // durationBuckets are the provider latency histogram's buckets, in

@@ -1,10 +1,16 @@
 package gateway
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/caddy-bff/caddy-bff/integration/internal/testop"
 )
@@ -96,4 +102,61 @@ func TestBackchannelLogout(t *testing.T) {
 			assertNoSecrets(t, g.caddy.Logs(), good)
 		})
 	}
+}
+
+// forgedLogoutToken is a logout token with every claim right but signed by
+// a key of the attacker's, under a key id the provider never had, with the
+// algorithm the provider advertises (RS256).
+func forgedLogoutToken(t *testing.T, g *gw, k *rsa.PrivateKey, kid string) string {
+	t.Helper()
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: k},
+		(&jose.SignerOptions{}).WithType("logout+jwt").WithHeader("kid", kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tok, err := josejwt.Signed(signer).Claims(map[string]any{
+		"iss": g.op.Issuer(), "aud": "bff", "sub": testop.AdminSubject, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
+		"jti": kid, "events": map[string]any{testop.BackchannelEvent: map[string]any{}},
+	}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// Item 10 of issue 9: forged logout tokens with random key ids cannot make
+// the gateway hammer the provider's JWKS endpoint; genuine tokens and
+// logins still work right after.
+func TestForgedLogoutTokensDoNotHammerJWKS(t *testing.T) {
+	g := startGW(t, gwOpts{})
+	c := g.admin() // the key set is fetched once, for the ID token
+	g.op.ResetStats()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if r := postLogoutToken(t, g, forgedLogoutToken(t, g, k, fmt.Sprintf("forged-%d", i))); r.StatusCode != 400 {
+			t.Fatalf("forged token %d: %d, want 400", i, r.StatusCode)
+		}
+	}
+	if n := g.op.Stats().Keys; n > 1 {
+		t.Fatalf("50 forged logout tokens made %d JWKS fetches at the provider, want at most 1", n)
+	}
+	if r := get(t, c, g.base+"/api/x"); r.StatusCode != 200 {
+		t.Fatalf("a forged token ended the session: %d", r.StatusCode)
+	}
+	tok, err := g.op.LogoutToken(testop.AdminSubject, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := postLogoutToken(t, g, tok); r.StatusCode != 200 {
+		t.Fatalf("the genuine logout token after the forged ones: %d", r.StatusCode)
+	}
+	if r := get(t, c, g.base+"/api/x"); r.StatusCode != 401 {
+		t.Fatalf("after the genuine logout token: %d", r.StatusCode)
+	}
+	g.admin()
+	t.Logf("JWKS fetches for 50 forged tokens, a genuine one and a login: %d", g.op.Stats().Keys)
 }

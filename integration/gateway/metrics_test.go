@@ -24,7 +24,7 @@ var fixedLabels = map[string][]string{
 	"result": {"success", "invalid_grant", "session_too_large", "provider_error", "bad_id_token",
 		"refused", "unavailable", "hit", "miss", "ok", "error", "other"},
 	"mode": {"mint", "exchange"},
-	"call": {"discovery", "code_exchange", "refresh", "userinfo", "revocation", "token_exchange", "other"},
+	"call": {"discovery", "code_exchange", "refresh", "userinfo", "revocation", "token_exchange", "jwks", "other"},
 }
 
 func TestMetrics(t *testing.T) {
