@@ -5,6 +5,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-bff/caddy-bff/internal/secret"
 )
 
 func init() {
@@ -88,7 +90,7 @@ func (t *Token) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "signing_key":
 			if !d.AllArgs(&t.SigningKey) {
-				return d.ArgErr()
+				return secret.ArgErr(d, "signing_key")
 			}
 		case "ttl":
 			var s string
@@ -149,12 +151,12 @@ func (j *JWKS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch name {
 		case "signing_key":
 			if !d.AllArgs(&j.SigningKey) {
-				return d.ArgErr()
+				return secret.ArgErr(d, "signing_key")
 			}
 		case "previous_key":
 			var k string
 			if !d.AllArgs(&k) {
-				return d.ArgErr()
+				return secret.ArgErr(d, "previous_key")
 			}
 			j.PreviousKeys = append(j.PreviousKeys, k)
 		case "max_age":

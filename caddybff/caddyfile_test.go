@@ -88,7 +88,7 @@ var caddyfileCases = []struct {
 	{"token: reserved claim", "bff_token {\n mode mint\n audience a\n claims email sub\n signing_key KEY_EC\n}", `bff_token: claims: "sub" is set by bff_token itself`},
 	{"token: scope claim", "bff_token {\n mode mint\n audience a\n claims scope\n signing_key KEY_EC\n}", `"scope" is set by bff_token itself`},
 	{"token: issuer with space", "bff_token {\n mode mint\n audience a\n issuer \"https://a b\"\n signing_key KEY_EC\n}", "issuer"},
-	{"token: missing key file", "bff_token {\n mode mint\n audience a\n signing_key KEY_MISSING\n}", "bff_token: signing_key: reading key file"},
+	{"token: missing key file", "bff_token {\n mode mint\n audience a\n signing_key KEY_MISSING\n}", "bff_token: signing_key: not PEM text, and reading /"},
 	{"token: unset env key", "bff_token {\n mode mint\n audience a\n signing_key {env.BFF_TEST_UNSET_KEY}\n}", "bff_token: signing_key: resolving placeholders"},
 	{"token: public key", "bff_token {\n mode mint\n audience a\n signing_key KEY_PUBLIC\n}", "need a private key"},
 	{"token: p-384 key", "bff_token {\n mode mint\n audience a\n signing_key KEY_P384\n}", "need P-256"},
@@ -100,14 +100,14 @@ var caddyfileCases = []struct {
 	{"jwks: unknown subdirective", "bff_jwks {\n key KEY_EC\n}", `unrecognized subdirective "key"`},
 	{"jwks: signing_key twice", "bff_jwks {\n signing_key KEY_EC\n signing_key KEY_RSA\n}", `"signing_key" given more than once`},
 	{"jwks: max_age twice", "bff_jwks {\n max_age 1m\n max_age 2m\n}", `"max_age" given more than once`},
-	{"jwks: previous_key without value", "bff_jwks {\n signing_key KEY_EC\n previous_key\n}", "wrong argument count"},
-	{"jwks: previous_key with two values", "bff_jwks {\n signing_key KEY_EC\n previous_key KEY_RSA KEY_ED\n}", "wrong argument count"},
+	{"jwks: previous_key without value", "bff_jwks {\n signing_key KEY_EC\n previous_key\n}", "previous_key takes exactly one value"},
+	{"jwks: previous_key with two values", "bff_jwks {\n signing_key KEY_EC\n previous_key KEY_RSA KEY_ED\n}", "previous_key takes exactly one value"},
 	{"jwks: bad max_age", "bff_jwks {\n max_age forever\n}", `parsing max_age "forever"`},
 	{"jwks: no signing_key", "bff_jwks {\n previous_key KEY_EC\n}", "bff_jwks: signing_key is required"},
 	{"jwks: max_age too long", "bff_jwks {\n signing_key KEY_EC\n max_age 48h\n}", "bff_jwks: max_age 48h0m0s is out of range"},
 	{"jwks: same key twice", "bff_jwks {\n signing_key KEY_EC\n previous_key KEY_PUBLIC\n}", "bff_jwks: previous_key 1 is a key listed before"},
 	{"jwks: p-384 key", "bff_jwks {\n signing_key KEY_EC\n previous_key KEY_P384\n}", "bff_jwks: previous_key 1: EC key on curve P-384"},
-	{"jwks: missing key file", "bff_jwks {\n signing_key KEY_MISSING\n}", "bff_jwks: signing_key: reading key file"},
+	{"jwks: missing key file", "bff_jwks {\n signing_key KEY_MISSING\n}", "bff_jwks: signing_key: not PEM text, and reading /"},
 }
 
 // TestCaddyfile parses each snippet as the Caddyfile adapter does, then

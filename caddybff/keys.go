@@ -13,12 +13,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-bff/caddy-bff/internal/secret"
 )
 
 // minRSABits is the smallest RSA modulus accepted for signing or
@@ -53,9 +56,10 @@ func (k *signingKey) jwk() jose.JSONWebKey {
 // resolveKeyMaterial turns a signing_key setting into PEM bytes: global
 // placeholders ({env.*}, {file.*}) are resolved, failing on unknown or empty
 // ones, and a value that is not PEM is read as a file path. Errors never
-// echo the value, which may be a key.
+// echo the value, which may be a key (a PEM body without its armour, a
+// base64 DER blob, a JWK), unless it is clearly a path (clearlyPath).
 func resolveKeyMaterial(v string) ([]byte, error) {
-	s, err := caddy.NewReplacer().ReplaceOrErr(v, true, true)
+	s, err := secret.Resolve(caddy.NewReplacer(), "", v)
 	if err != nil {
 		return nil, fmt.Errorf("resolving placeholders: %w", err)
 	}
@@ -63,22 +67,53 @@ func resolveKeyMaterial(v string) ([]byte, error) {
 	if strings.HasPrefix(s, "-----BEGIN") {
 		return []byte(s), nil
 	}
+	name := "the file named by the value (not shown: it is not clearly a path; give PEM text or a path such as /etc/bff/signing-key.pem)"
+	if clearlyPath(s) {
+		name = s
+	}
 	if s == "" || strings.ContainsAny(s, "\r\n") || len(s) > 4096 {
-		return nil, errors.New("value is neither PEM nor a file path")
+		return nil, errors.New("value is neither PEM nor a file path (not shown)")
 	}
 	f, err := os.Open(s)
 	if err != nil {
-		return nil, fmt.Errorf("reading key file: %w", err)
+		// The *PathError carries the value: keep only what went wrong.
+		if pe, ok := errors.AsType[*fs.PathError](err); ok {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("not PEM text, and reading %s failed: %w", name, err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading key file: %w", err)
+		if pe, ok := errors.AsType[*fs.PathError](err); ok {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	if len(b) > maxKeyFileSize {
-		return nil, fmt.Errorf("key file %s is larger than %d bytes", s, maxKeyFileSize)
+		return nil, fmt.Errorf("%s is larger than %d bytes", name, maxKeyFileSize)
 	}
 	return b, nil
+}
+
+// clearlyPath reports whether a signing_key value is unmistakably a file
+// path, so that errors may name it: absolute or ./ ../ relative, a file
+// name with an extension (base64 and hex have no dot, JSON has quotes),
+// and only characters of ordinary paths.
+func clearlyPath(s string) bool {
+	if !strings.HasPrefix(s, "/") && !strings.HasPrefix(s, "./") && !strings.HasPrefix(s, "../") || len(s) > 1024 {
+		return false
+	}
+	base := s[strings.LastIndexByte(s, '/')+1:]
+	if !strings.Contains(strings.TrimLeft(base, "."), ".") {
+		return false
+	}
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("/._-~@", c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // loadSigningKey resolves and parses a key setting. allowPublic admits a

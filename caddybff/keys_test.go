@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 func TestLoadSigningKey(t *testing.T) {
@@ -128,5 +130,52 @@ func TestThumbprintRFC7638(t *testing.T) {
 	}
 	if want := "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"; key.kid != want {
 		t.Errorf("kid = %s, want %s", key.kid, want)
+	}
+}
+
+// Item 13 of issue 9: a signing_key that is neither PEM nor a readable
+// file is never repeated in the error (it may be the key itself, without
+// its armour); a value that is clearly a path is named.
+func TestSigningKeyErrorsNeverEchoTheKey(t *testing.T) {
+	const der = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgevZzL1gdAFr88hb2OF/2NxApJCzGCEDdfSp6VQO30hyhRANCAAQRWz+jn65BtOMvdyHKcvjBeBSDZH2r1RTwjmYSi9R/zpBnuQ4EiMnCqfMPWiZqB4QdbAd0E7oH50VpuZ1P087G"
+	for _, tc := range []struct {
+		name, value, want, notWant string
+	}{
+		{"base64 DER key", der, "not shown", der[20:40]},
+		{"base64 DER key with braces", "x{" + der + "}y", "not shown", der[20:40]},
+		{"short secret word", "hunter2-secret", "not shown", "hunter2"},
+		{"JWK JSON", `{"kty":"EC","d":"evZzL1gdAFr88hb2OF_2NxApJCzGCEDdfSp6VQO30hw"}`, "not shown", "evZzL1gd"},
+		{"missing file, clearly a path", "/etc/bff/no-such-signing-key.pem", "/etc/bff/no-such-signing-key.pem", ""},
+		{"missing relative file", "./keys/no-such.pem", "./keys/no-such.pem", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadSigningKey(tc.value, false)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+			if tc.notWant != "" && strings.Contains(err.Error(), tc.notWant) {
+				t.Errorf("the error repeats the value: %q", err)
+			}
+		})
+	}
+	// The Caddyfile parsers do not repeat a stray token either.
+	for _, block := range []string{
+		"bff_token {\n mode mint\n signing_key secret-first-half secret-second-half\n}",
+		"bff_jwks {\n signing_key secret-first-half secret-second-half\n}",
+		"bff_jwks {\n previous_key secret-first-half secret-second-half\n}",
+	} {
+		var err error
+		d := caddyfile.NewTestDispenser(block)
+		if strings.HasPrefix(block, "bff_token") {
+			err = new(Token).UnmarshalCaddyfile(d)
+		} else {
+			err = new(JWKS).UnmarshalCaddyfile(d)
+		}
+		if err == nil || strings.Contains(err.Error(), "secret-second-half") || strings.Contains(err.Error(), "secret-first-half") {
+			t.Errorf("%q: %v", block, err)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
+	"github.com/caddy-bff/caddy-bff/internal/secret"
 )
 
 func init() {
@@ -69,6 +70,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			"user_path", "backchannel_logout_path", "post_logout_redirect", "prompt":
 			var v string
 			if !d.Args(&v) || d.NextArg() {
+				if name == "client_secret" {
+					return secret.ArgErr(d, "oidc_auth: client_secret")
+				}
 				return d.ArgErr()
 			}
 			switch name {

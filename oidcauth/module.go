@@ -20,6 +20,7 @@ import (
 	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
 	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
 	"github.com/caddy-bff/caddy-bff/internal/methodoverride"
+	"github.com/caddy-bff/caddy-bff/internal/secret"
 )
 
 func init() {
@@ -173,9 +174,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return ""
 		}
-		out, e := repl.ReplaceOrErr(v, true, true)
+		// Errors never repeat a secret's text (see internal/secret).
+		out, e := secret.Resolve(repl, name, v)
 		if e != nil {
-			err = fmt.Errorf("oidc_auth: %s: %w", name, e)
+			err = fmt.Errorf("oidc_auth: %w", e)
 		}
 		return strings.TrimSpace(out)
 	}

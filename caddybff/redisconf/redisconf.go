@@ -17,6 +17,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-bff/caddy-bff/internal/secret"
 )
 
 // Defaults.
@@ -124,6 +126,9 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "master_name", "username", "password", "tls_server_name", "key_prefix":
 			var v string
 			if !d.Args(&v) || d.NextArg() {
+				if name == "password" || name == "username" {
+					return secret.ArgErr(d, "redis: "+name)
+				}
 				return d.ArgErr()
 			}
 			switch name {
@@ -160,9 +165,10 @@ type Resolved struct {
 func (c *Config) Resolve() (*Resolved, error) {
 	repl := caddy.NewReplacer()
 	res := func(what, v string) (string, error) {
-		out, err := repl.ReplaceOrErr(v, true, true)
+		// Errors never repeat a secret's text (see internal/secret).
+		out, err := secret.Resolve(repl, what, v)
 		if err != nil {
-			return "", fmt.Errorf("redis: %s: %w", what, err)
+			return "", fmt.Errorf("redis: %w", err)
 		}
 		return out, nil
 	}

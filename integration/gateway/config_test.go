@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,6 +93,38 @@ func TestValidateRejectsBadConfig(t *testing.T) {
 			}
 			if !strings.Contains(out, tc.want) {
 				t.Fatalf("output lacks %q:\n%s", tc.want, out)
+			}
+		})
+	}
+}
+
+// Item 13 of issue 9: `caddy validate` (whose output ends up in CI logs
+// and terminals) never repeats a secret: a signing key given without its
+// PEM armour, a client secret or Redis password holding braces or a space.
+func TestValidateNeverEchoesSecrets(t *testing.T) {
+	bin := harness.MustBuildCaddy(t)
+	const der = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgevZzL1gdAFr88hb2OF/2NxApJCzGCEDdfSp6VQO30hyhRANCAAQRWz+jn65BtOMvdyHKcvjBeBSDZH2r1RTwjmYSi9R/zpBnuQ4EiMnCqfMPWiZqB4QdbAd0E7oH50VpuZ1P087G"
+	site := func(body string) string { return harness.Caddyfile("http://127.0.0.1:1 {\n" + body + "\n}\n") }
+	oidc := "oidc_auth {\n\tissuer https://id.example\n\tclient_id x\n\tsession {\n\t\tkeys " + sessionKeyA + "\n\t\t%s\n\t}\n\t%s\n}"
+	for _, tc := range []struct {
+		name, cfg, secret string
+	}{
+		{"signing_key without armour", site("bff_token {\n\tmode mint\n\taudience a\n\tsigning_key " + der + "\n}"), der[30:60]},
+		{"signing_key from env without armour", site("bff_jwks {\n\tsigning_key {env.BFF_TEST_KEY_BLOB}\n}"), der[30:60]},
+		{"client_secret with braces", site(fmt.Sprintf(oidc, "", `client_secret "pre{client-secret-inner}post"`)), "client-secret-inner"},
+		{"client_secret with a space", site(fmt.Sprintf(oidc, "", "client_secret correct horse-battery")), "horse-battery"},
+		{"redis password with braces", site(fmt.Sprintf(oidc, "redis {\n\t\t\tpassword \"pw{redis-secret-inner}\"\n\t\t}", "")), "redis-secret-inner"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := harness.Validate(bin, tc.cfg, "BFF_TEST_KEY_BLOB="+der)
+			if err == nil {
+				t.Fatalf("caddy validate accepted it:\n%s", tc.cfg)
+			}
+			if strings.Contains(out, tc.secret) {
+				t.Fatalf("caddy validate repeats the secret:\n%s", out)
+			}
+			if !strings.Contains(out, "not shown") {
+				t.Fatalf("the error does not say what is wrong:\n%s", out)
 			}
 		})
 	}
