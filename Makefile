@@ -28,7 +28,8 @@ integration:
 # fuzz runs each fuzz target briefly (their seeds run in `unit` too).
 FUZZTIME ?= 15s
 FUZZ_TARGETS := \
-	./oidcauth:FuzzOpen ./oidcauth:FuzzReturnTo \
+	./oidcauth:FuzzOpen ./oidcauth:FuzzReturnTo ./oidcauth:FuzzCaddyfile \
+	./oidcauth:FuzzReadSessionCookie ./oidcauth:FuzzStripCookies \
 	./scopeauthz:FuzzCheckPath ./scopeauthz:FuzzMatch ./scopeauthz:FuzzCaddyfile \
 	./caddybff:FuzzCaddyfile ./caddybff:FuzzAppsFile ./caddybff:FuzzAppsCaddyfile \
 	./caddybff:FuzzParseRate ./caddybff:FuzzRateLimitCaddyfile

@@ -33,21 +33,21 @@ func provisionFromCaddyfile(t *testing.T, block string) (*Handler, error) {
 	return mod.(*Handler), nil
 }
 
-func TestCaddyfileConfig(t *testing.T) {
-	t.Setenv("BFF_TEST_KEY", goodKey)
-	for _, tc := range []struct {
-		name  string
-		block string
-		err   string
-	}{
-		{"minimal", `oidc_auth {
+// caddyfileCases are oidc_auth blocks and the error each must give ("" =
+// valid); TestCaddyfileConfig checks them and FuzzCaddyfile starts from them.
+var caddyfileCases = []struct {
+	name  string
+	block string
+	err   string
+}{
+	{"minimal", `oidc_auth {
 			issuer https://id.example.com
 			client_id portal
 			session {
 				keys {env.BFF_TEST_KEY}
 			}
 		}`, ""},
-		{"full", `oidc_auth {
+	{"full", `oidc_auth {
 			issuer https://id.example.com
 			client_id portal
 			client_secret s3cret
@@ -66,69 +66,69 @@ func TestCaddyfileConfig(t *testing.T) {
 				lifetime 8h
 			}
 		}`, ""},
-		{"missing issuer", `oidc_auth {
+	{"missing issuer", `oidc_auth {
 			client_id portal
 			session {
 				keys ` + goodKey + `
 			}
 		}`, "issuer is required"},
-		{"issuer not a url", `oidc_auth {
+	{"issuer not a url", `oidc_auth {
 			issuer id.example.com
 			client_id portal
 			session {
 				keys ` + goodKey + `
 			}
 		}`, "not an http(s) URL"},
-		{"missing client", `oidc_auth {
+	{"missing client", `oidc_auth {
 			issuer https://id.example.com
 			session {
 				keys ` + goodKey + `
 			}
 		}`, "client_id is required"},
-		{"missing keys", `oidc_auth {
+	{"missing keys", `oidc_auth {
 			issuer https://id.example.com
 			client_id portal
 		}`, "session keys are required"},
-		{"short key", `oidc_auth {
+	{"short key", `oidc_auth {
 			issuer https://id.example.com
 			client_id portal
 			session {
 				keys short
 			}
 		}`, "key 1 is 5 bytes, need at least 32"},
-		{"unset env key", `oidc_auth {
+	{"unset env key", `oidc_auth {
 			issuer https://id.example.com
 			client_id portal
 			session {
 				keys {env.BFF_TEST_UNSET_KEY_XYZ}
 			}
 		}`, "BFF_TEST_UNSET_KEY_XYZ} is empty"},
-		{"unknown subdirective", `oidc_auth {
+	{"unknown subdirective", `oidc_auth {
 			issuer https://id.example.com
 			frobnicate yes
 		}`, `unrecognized subdirective "frobnicate"`},
-		{"unknown session subdirective", `oidc_auth {
+	{"unknown session subdirective", `oidc_auth {
 			session {
 				cookies yes
 			}
 		}`, `session: unrecognized subdirective "cookies"`},
-		{"bad duration", `oidc_auth {
+	{"bad duration", `oidc_auth {
 			refresh_skew soon
 		}`, `refresh_skew: bad duration "soon"`},
-		{"bad idle", `oidc_auth {
+	{"bad idle", `oidc_auth {
 			session {
 				idle_timeout -5m
 			}
 		}`, `idle_timeout: duration "-5m" must be positive`},
-		{"twice", `oidc_auth {
+	{"twice", `oidc_auth {
 			issuer https://a.example
 			issuer https://b.example
 		}`, `"issuer" given twice`},
-		{"arity", `oidc_auth {
+	{"arity", `oidc_auth {
 			client_id a b
 		}`, "wrong argument count"},
-		{"directive args", `oidc_auth https://id.example.com`, "wrong argument count"},
-		{"no openid", `oidc_auth {
+	{"directive args", `oidc_auth https://id.example.com`, "wrong argument count"},
+	{"no openid", `oidc_auth {
 			issuer https://id.example.com
 			client_id portal
 			scopes profile
@@ -136,7 +136,7 @@ func TestCaddyfileConfig(t *testing.T) {
 				keys ` + goodKey + `
 			}
 		}`, "scopes must include openid"},
-		{"bad store", `oidc_auth {
+	{"bad store", `oidc_auth {
 			issuer https://id.example.com
 			client_id portal
 			session {
@@ -144,7 +144,7 @@ func TestCaddyfileConfig(t *testing.T) {
 				keys ` + goodKey + `
 			}
 		}`, `session store "disk"`},
-		{"idle over lifetime", `oidc_auth {
+	{"idle over lifetime", `oidc_auth {
 			issuer https://id.example.com
 			client_id portal
 			session {
@@ -153,7 +153,7 @@ func TestCaddyfileConfig(t *testing.T) {
 				lifetime 1h
 			}
 		}`, "exceeds lifetime"},
-		{"bad post logout", `oidc_auth {
+	{"bad post logout", `oidc_auth {
 			issuer https://id.example.com
 			client_id portal
 			post_logout_redirect https://evil.example
@@ -161,7 +161,7 @@ func TestCaddyfileConfig(t *testing.T) {
 				keys ` + goodKey + `
 			}
 		}`, "post_logout_redirect"},
-		{"bad trusted origin", `oidc_auth {
+	{"bad trusted origin", `oidc_auth {
 			issuer https://id.example.com
 			client_id portal
 			trusted_origins not-an-origin
@@ -169,7 +169,11 @@ func TestCaddyfileConfig(t *testing.T) {
 				keys ` + goodKey + `
 			}
 		}`, "trusted_origins"},
-	} {
+}
+
+func TestCaddyfileConfig(t *testing.T) {
+	t.Setenv("BFF_TEST_KEY", goodKey)
+	for _, tc := range caddyfileCases {
 		t.Run(tc.name, func(t *testing.T) {
 			h, err := provisionFromCaddyfile(t, tc.block)
 			if tc.err == "" {
@@ -187,4 +191,39 @@ func TestCaddyfileConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzCaddyfile feeds arbitrary tokens to the oidc_auth parser: it must
+// return an error or a config whose JSON is stable across a round trip
+// (what Caddy stores is what it loads), never panic.
+func FuzzCaddyfile(f *testing.F) {
+	for _, tc := range caddyfileCases {
+		f.Add(tc.block)
+	}
+	f.Add("oidc_auth {\n\tsession {\n\t\tredis {\n\t\t\taddress 127.0.0.1:6379\n\t\t}\n\t}\n}")
+	f.Fuzz(func(t *testing.T, input string) {
+		tokens, err := caddyfile.Tokenize([]byte(input), "Caddyfile")
+		if err != nil {
+			return
+		}
+		h := new(Handler)
+		if err := h.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens)); err != nil {
+			return
+		}
+		first, err := json.Marshal(h)
+		if err != nil {
+			t.Fatalf("marshalling parsed config: %v", err)
+		}
+		again := new(Handler)
+		if err := json.Unmarshal(first, again); err != nil {
+			t.Fatalf("config does not round-trip: %v\n%s", err, first)
+		}
+		second, err := json.Marshal(again)
+		if err != nil {
+			t.Fatalf("marshalling reloaded config: %v", err)
+		}
+		if string(first) != string(second) {
+			t.Fatalf("JSON changed across a round trip:\n%s\n%s", first, second)
+		}
+	})
 }

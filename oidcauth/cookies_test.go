@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -166,4 +167,133 @@ func TestDeflateRoundTrip(t *testing.T) {
 	if _, err := inflate([]byte("zgarbage")); err == nil {
 		t.Fatal("garbage inflated")
 	}
+}
+
+// parseStrict is the standard library's strict Cookie header parser over
+// every line, or false when any line is not valid RFC 6265 syntax.
+func parseStrict(lines []string) ([]*http.Cookie, bool) {
+	var all []*http.Cookie
+	for _, l := range lines {
+		cs, err := http.ParseCookie(l)
+		if err != nil {
+			return nil, false
+		}
+		all = append(all, cs...)
+	}
+	return all, true
+}
+
+// FuzzReadSessionCookie feeds hostile Cookie headers to the hand-written
+// session cookie reader. It must never panic or return more than it was
+// sent, and whenever the header is valid syntax it must agree with the
+// standard library's parser: the first cookie of each chunk name wins and
+// the chunks join in order up to the first missing one.
+func FuzzReadSessionCookie(f *testing.F) {
+	f.Add("bff_session=abc", "", false)
+	f.Add("theme=dark; bff_session=abc; bff_session.1=def", "bff_session.2=ghi", false)
+	f.Add(`__Host-bff_session="q"; __Host-bff_session.1=r`, "", true)
+	f.Add("bff_session.1=x; bff_session=; bff_session=y", "", false)
+	f.Add("bff_session.9=x;bff_session.10=y; bff_sessionx=z; bff_session", "bff_session=a=b", false)
+	f.Add(";;  ; bff_session = spaced ;", "\x00bff_session=\xff", false)
+	f.Fuzz(func(t *testing.T, line1, line2 string, tlsOn bool) {
+		r := httptest.NewRequest("GET", "/", nil)
+		if tlsOn {
+			r.TLS = &tls.ConnectionState{}
+		}
+		lines := []string{line1}
+		if line2 != "" {
+			lines = append(lines, line2)
+		}
+		r.Header["Cookie"] = lines
+		got, present := readSessionCookie(r)
+		if len(got) > len(line1)+len(line2) {
+			t.Fatalf("read %d bytes from %d", len(got), len(line1)+len(line2))
+		}
+		if got != "" && !present {
+			t.Fatal("a value without a cookie")
+		}
+		cookies, ok := parseStrict(lines)
+		if !ok {
+			return
+		}
+		base := sessionCookieName(r)
+		var chunks [maxChunks]*http.Cookie
+		for _, c := range cookies {
+			for i := range maxChunks {
+				if c.Name == chunkName(base, i) && chunks[i] == nil {
+					chunks[i] = c
+				}
+			}
+		}
+		want := ""
+		if chunks[0] != nil {
+			want = chunks[0].Value
+			for i := 1; i < maxChunks && chunks[i] != nil && chunks[0].Value != ""; i++ {
+				want += chunks[i].Value
+			}
+		}
+		if present != (chunks[0] != nil) || got != want {
+			t.Fatalf("%q: read (%q, %v), the standard library sees %q", lines, got, present, want)
+		}
+	})
+}
+
+// FuzzStripCookies checks that no upstream ever sees one of our cookies,
+// however the header is spelled, and that the application's cookies pass
+// unchanged and in order whenever the header is valid syntax.
+func FuzzStripCookies(f *testing.F) {
+	f.Add("theme=dark; bff_session=abc; bff_session.1=def", "__Host-bff_session=x; bff_login_AAAA=y; lang=en")
+	f.Add("bff_session=abc", "")
+	f.Add(" ;bff_session ; bff_session=x=y;lang=en;", "\tbff_login_=1\r")
+	f.Add("a=1; __Host-bff_login_x=2;b=\"3\"", "bff_sessionfoo=1")
+	f.Fuzz(func(t *testing.T, line1, line2 string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		lines := []string{line1}
+		if line2 != "" {
+			lines = append(lines, line2)
+		}
+		r.Header["Cookie"] = slices.Clone(lines)
+		before, strict := parseStrict(lines)
+		stripCookies(r)
+		for _, c := range r.Cookies() {
+			if isOurCookie(c.Name) {
+				t.Fatalf("%q: cookie %q survives in %q", lines, c.Name, r.Header["Cookie"])
+			}
+		}
+		for _, tlsOn := range []bool{false, true} {
+			r.TLS = nil
+			if tlsOn {
+				r.TLS = &tls.ConnectionState{}
+			}
+			if v, present := readSessionCookie(r); present {
+				t.Fatalf("%q: the session (%q) survives in %q", lines, v, r.Header["Cookie"])
+			}
+		}
+		if !strict {
+			return
+		}
+		var want []string
+		for _, c := range before {
+			if !isOurCookie(c.Name) {
+				want = append(want, c.String())
+			}
+		}
+		after, ok := parseStrict(r.Header["Cookie"])
+		if len(want) == 0 {
+			if len(r.Header["Cookie"]) != 0 {
+				t.Fatalf("%q: left %q", lines, r.Header["Cookie"])
+			}
+			return
+		}
+		if !ok {
+			t.Fatalf("%q: valid header became invalid %q", lines, r.Header["Cookie"])
+		}
+		var got []string
+		for _, c := range after {
+			got = append(got, c.String())
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%q: kept %q, want %q", lines, got, want)
+		}
+	})
 }
