@@ -8,8 +8,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
-	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
+	"github.com/caddy-bff/caddy-bff/internal/metrics"
+	"github.com/caddy-bff/caddy-bff/internal/requestid"
 	"github.com/caddy-bff/caddy-bff/oidcauth"
 )
 

@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/metrics/metricstest"
+	"github.com/caddy-bff/caddy-bff/internal/metrics/metricstest"
 )
 
 // loadWithRegistry loads a module and returns the metrics registry of its

@@ -17,9 +17,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
-	"github.com/caddy-bff/caddy-bff/caddybff/problem"
-	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
+	"github.com/caddy-bff/caddy-bff/internal/metrics"
+	"github.com/caddy-bff/caddy-bff/internal/problem"
+	"github.com/caddy-bff/caddy-bff/internal/redisconf"
 	"github.com/caddy-bff/caddy-bff/oidcauth"
 )
 

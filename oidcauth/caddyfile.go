@@ -6,7 +6,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
+	"github.com/caddy-bff/caddy-bff/internal/redisconf"
 	"github.com/caddy-bff/caddy-bff/internal/secret"
 )
 
@@ -48,7 +48,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			lifetime     <duration>
 //			redis {
 //				address <host:port...>
-//				...       (see caddybff/redisconf)
+//				...       (see internal/redisconf)
 //			}
 //		}
 //	}

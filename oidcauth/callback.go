@@ -14,9 +14,9 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
-	"github.com/caddy-bff/caddy-bff/caddybff/problem"
-	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
+	"github.com/caddy-bff/caddy-bff/internal/metrics"
+	"github.com/caddy-bff/caddy-bff/internal/problem"
+	"github.com/caddy-bff/caddy-bff/internal/requestid"
 )
 
 // maxParamLen bounds callback parameters; providers use far less.

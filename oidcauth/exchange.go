@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
+	"github.com/caddy-bff/caddy-bff/internal/metrics"
 )
 
 // Errors of Identity.Exchange, for handlers to classify with errors.Is.

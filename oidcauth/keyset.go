@@ -13,7 +13,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
+	"github.com/caddy-bff/caddy-bff/internal/metrics"
 )
 
 const (

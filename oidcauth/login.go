@@ -13,8 +13,8 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/problem"
-	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
+	"github.com/caddy-bff/caddy-bff/internal/problem"
+	"github.com/caddy-bff/caddy-bff/internal/requestid"
 )
 
 const (

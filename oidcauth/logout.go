@@ -15,9 +15,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
-	"github.com/caddy-bff/caddy-bff/caddybff/problem"
-	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
+	"github.com/caddy-bff/caddy-bff/internal/metrics"
+	"github.com/caddy-bff/caddy-bff/internal/problem"
+	"github.com/caddy-bff/caddy-bff/internal/requestid"
 )
 
 // serveLogout ends the session: POST only and same-origin only, so a link

@@ -12,7 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/metrics/metricstest"
+	"github.com/caddy-bff/caddy-bff/internal/metrics/metricstest"
 )
 
 func TestMetrics(t *testing.T) {

@@ -15,11 +15,11 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
-	"github.com/caddy-bff/caddy-bff/caddybff/problem"
-	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
-	"github.com/caddy-bff/caddy-bff/caddybff/requestid"
 	"github.com/caddy-bff/caddy-bff/internal/methodoverride"
+	"github.com/caddy-bff/caddy-bff/internal/metrics"
+	"github.com/caddy-bff/caddy-bff/internal/problem"
+	"github.com/caddy-bff/caddy-bff/internal/redisconf"
+	"github.com/caddy-bff/caddy-bff/internal/requestid"
 	"github.com/caddy-bff/caddy-bff/internal/secret"
 )
 

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/metrics"
+	"github.com/caddy-bff/caddy-bff/internal/metrics"
 )
 
 // errProviderDown: discovery or a provider call failed for reasons that are

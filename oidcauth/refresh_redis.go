@@ -10,7 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
+	"github.com/caddy-bff/caddy-bff/internal/redisconf"
 )
 
 const (

@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/redisconf"
+	"github.com/caddy-bff/caddy-bff/internal/redisconf"
 )
 
 // redisStore keeps sessions in Redis, shared by every gateway instance. The

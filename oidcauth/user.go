@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/problem"
+	"github.com/caddy-bff/caddy-bff/internal/problem"
 )
 
 // profileClaims are the claims /auth/user repeats (OpenID Connect Core

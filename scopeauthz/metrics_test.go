@@ -9,7 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/metrics/metricstest"
+	"github.com/caddy-bff/caddy-bff/internal/metrics/metricstest"
 )
 
 func TestMetrics(t *testing.T) {

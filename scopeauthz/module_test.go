@@ -14,7 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/caddy-bff/caddy-bff/caddybff/problem"
+	"github.com/caddy-bff/caddy-bff/internal/problem"
 )
 
 // configs are scope_authz JSON configs the request tables use.
