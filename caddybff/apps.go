@@ -206,12 +206,10 @@ func (a *Apps) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 		return nil
 	}
 
-	id, ok := oidcauth.IdentityFrom(r)
+	id := oidcauth.IdentityFrom(r)
 	var scopes []string
-	if ok {
-		scopes = scopeauthz.ScopesFrom(id, a.Claim)
-	} else {
-		id = nil
+	if id != nil {
+		scopes = scopeauthz.ScopesFrom(id.Claims, id.Scopes, a.Claim)
 	}
 
 	body := make([]byte, 0, min(a.bodyCap, 64<<10))
@@ -219,7 +217,7 @@ func (a *Apps) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 	n := 0
 	for i := range a.apps {
 		app := &a.apps[i]
-		if allowed, _ := app.reqs.Check(id, scopes); !allowed {
+		if allowed, _ := app.reqs.Check(id != nil, scopes); !allowed {
 			continue
 		}
 		if n > 0 {

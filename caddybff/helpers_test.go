@@ -138,7 +138,7 @@ func newRequest(t testing.TB, method, target string, s *session) *http.Request {
 	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), nil, &caddyhttp.Server{})
 	if s != nil {
 		id := &oidcauth.Identity{Subject: s.subject, Scopes: s.scopes, Claims: s.claims, ExpiresAt: s.expiresAt}
-		oidcauth.NewTestIdentity(r, id, s.key, s.accessToken, s.tokenExpiry)
+		oidcauth.InsecureSetIdentity(r, id, s.key, s.accessToken, s.tokenExpiry)
 	}
 	return r
 }

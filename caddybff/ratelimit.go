@@ -382,7 +382,7 @@ func (rl *RateLimit) limitHeader(d decision) string {
 // and "ip:<client ip>" when either is empty.
 func (rl *RateLimit) appendKey(buf []byte, r *http.Request) []byte {
 	if rl.Key == "" {
-		if id, ok := oidcauth.IdentityFrom(r); ok && id.Subject != "" {
+		if id := oidcauth.IdentityFrom(r); id != nil && id.Subject != "" {
 			return append(append(buf, "u:"...), id.Subject...)
 		}
 	} else if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {

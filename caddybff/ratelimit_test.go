@@ -83,7 +83,7 @@ func (q rlReq) build(t testing.TB) *http.Request {
 		caddyhttp.SetVar(r.Context(), caddyhttp.ClientIPVarKey, q.clientIP)
 	}
 	if q.user != "" {
-		oidcauth.NewTestIdentity(r, &oidcauth.Identity{Subject: q.user}, "sess-"+q.user, "", time.Time{})
+		oidcauth.InsecureSetIdentity(r, &oidcauth.Identity{Subject: q.user}, "sess-"+q.user, "", time.Time{})
 		// What oidc_auth sets for the access log and key placeholders.
 		repl.Set("http.auth.user.id", q.user)
 	}

@@ -270,8 +270,8 @@ func (t *Token) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// confused with it).
 	r.Header.Del("Authorization")
 
-	id, ok := oidcauth.IdentityFrom(r)
-	if !ok {
+	id := oidcauth.IdentityFrom(r)
+	if id == nil {
 		unauthorized(w, r, "login required")
 		return nil
 	}

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-bff/caddy-bff/internal/claims"
 )
 
 // identityVarKey is the caddyhttp var holding *Identity. Anything else
@@ -34,10 +36,11 @@ type Identity struct {
 	handler       *Handler // for Exchange; nil in test identities
 }
 
-// IdentityFrom returns the identity oidc_auth attached to r, if any.
-func IdentityFrom(r *http.Request) (*Identity, bool) {
-	id, ok := caddyhttp.GetVar(r.Context(), identityVarKey).(*Identity)
-	return id, ok && id != nil
+// IdentityFrom returns the identity oidc_auth attached to r, or nil when
+// the request is anonymous.
+func IdentityFrom(r *http.Request) *Identity {
+	id, _ := caddyhttp.GetVar(r.Context(), identityVarKey).(*Identity)
+	return id
 }
 
 // SessionKey is a stable, non-secret key for the session (a hash of its
@@ -61,33 +64,13 @@ func (id *Identity) HasScope(s string) bool {
 
 // Claim returns a claim by name; a dotted path ("realm_access.roles")
 // reaches into nested objects when no top-level claim has the full name.
-func (id *Identity) Claim(name string) (any, bool) {
-	if v, ok := id.Claims[name]; ok {
-		return v, true
-	}
-	var cur any = id.Claims
-	start := 0
-	for i := 0; i <= len(name); i++ {
-		if i < len(name) && name[i] != '.' {
-			continue
-		}
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		cur, ok = m[name[start:i]]
-		if !ok {
-			return nil, false
-		}
-		start = i + 1
-	}
-	return cur, true
-}
+func (id *Identity) Claim(name string) (any, bool) { return claims.Lookup(id.Claims, name) }
 
-// NewTestIdentity attaches an identity to r as oidc_auth would. It exists
-// for tests of handlers that consume identities; oidc_auth is the only
-// production caller of the unexported equivalent.
-func NewTestIdentity(r *http.Request, id *Identity, sessionKey, accessToken string, tokenExpiry time.Time) {
+// InsecureSetIdentity attaches an identity to r as oidc_auth would, with
+// no session behind it. It exists for the unit tests of handlers that
+// consume identities; a handler that calls it in production makes anyone
+// that user.
+func InsecureSetIdentity(r *http.Request, id *Identity, sessionKey, accessToken string, tokenExpiry time.Time) {
 	id.sessionKey, id.accessToken, id.tokenExpiry = sessionKey, accessToken, tokenExpiry
 	caddyhttp.SetVar(r.Context(), identityVarKey, id)
 }

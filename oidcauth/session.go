@@ -4,8 +4,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"strings"
 	"time"
+
+	"github.com/caddy-bff/caddy-bff/internal/claims"
 )
 
 // session is what a login establishes. Field names are short because the
@@ -74,32 +75,12 @@ func (s *session) end(idle, lifetime time.Duration) time.Time {
 	return a
 }
 
-// scopes reads the user's scopes from the `scope` claim: a space-separated
-// string or an array of strings.
-func scopesFromClaim(v any) []string {
-	switch v := v.(type) {
-	case string:
-		return strings.Fields(v)
-	case []any:
-		out := make([]string, 0, len(v))
-		for _, e := range v {
-			if s, ok := e.(string); ok && s != "" {
-				out = append(out, s)
-			}
-		}
-		return out
-	case []string:
-		return v
-	}
-	return nil
-}
-
 // identity builds the read-only view later handlers get.
 func (s *session) identity(idle, lifetime time.Duration) *Identity {
 	id := &Identity{
 		Subject:       s.Subject,
 		Claims:        s.Claims,
-		Scopes:        scopesFromClaim(s.Claims["scope"]),
+		Scopes:        claims.Strings(s.Claims["scope"]),
 		ExpiresAt:     s.expiresAt(lifetime),
 		idleExpiresAt: s.idleExpiresAt(idle),
 		sessionKey:    s.hkey(),

@@ -73,7 +73,7 @@ func newRequest(t testing.TB, method, target string, u *user) *http.Request {
 	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), nil, &caddyhttp.Server{})
 	if u != nil {
 		id := &oidcauth.Identity{Subject: u.sub, Scopes: u.scopes, Claims: u.claims}
-		oidcauth.NewTestIdentity(r, id, "session-key", "", time.Time{})
+		oidcauth.InsecureSetIdentity(r, id, "session-key", "", time.Time{})
 	}
 	return r
 }

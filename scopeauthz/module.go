@@ -134,10 +134,7 @@ func CheckClaim(c string) error {
 // deny.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	reqID := requestid.Ensure(w, r)
-	id, ok := oidcauth.IdentityFrom(r)
-	if !ok {
-		id = nil
-	}
+	id := oidcauth.IdentityFrom(r)
 
 	// The method judged is the method the upstream acts on (oidc_auth
 	// does the same for every route; this covers scope_authz alone).
@@ -175,7 +172,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 
-	ok, missing := rl.reqs.check(id, scopesOf(id, h.claim))
+	var scopes scopeSet
+	if id != nil {
+		scopes = scopesOf(id.Claims, id.Scopes, h.claim)
+	}
+	ok, missing := rl.reqs.check(id != nil, scopes)
 	if ok {
 		h.log(reqID, id, r.Method, path, pt.label, "allow", "")
 		return next.ServeHTTP(w, r)

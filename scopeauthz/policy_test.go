@@ -206,7 +206,7 @@ func BenchmarkPolicy(b *testing.B) {
 			for b.Loop() {
 				for _, rq := range benchRequests {
 					if r, _ := p.match(rq.method, rq.path); r != nil {
-						r.reqs.check(id, scopesOf(id, claim))
+						r.reqs.check(true, scopesOf(id.Claims, id.Scopes, claim))
 					}
 				}
 			}
@@ -227,7 +227,7 @@ func TestPolicyAllocs(t *testing.T) {
 			for _, rq := range benchRequests {
 				path, _ := CheckPath(rq.path)
 				if r, _ := p.match(rq.method, path); r != nil {
-					r.reqs.check(id, scopesOf(id, claim))
+					r.reqs.check(true, scopesOf(id.Claims, id.Scopes, claim))
 				}
 			}
 		})

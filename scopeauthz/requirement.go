@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/caddy-bff/caddy-bff/oidcauth"
+	"github.com/caddy-bff/caddy-bff/internal/claims"
 )
 
 // Requirement keywords.
@@ -120,17 +120,17 @@ func parseRequirement(tok string) (Requirement, error) {
 	return q, nil
 }
 
-// Check reports whether the user meets every requirement. id nil means
-// anonymous; scopes are the user's scopes (see ScopesFrom). When not, it
-// returns the first requirement not met, as written. The zero
-// Requirements admit no one.
-func (rs Requirements) Check(id *oidcauth.Identity, scopes []string) (ok bool, missing string) {
-	return rs.check(id, scopeSet{list: scopes})
+// Check reports whether a user meets every requirement: authenticated is
+// false for an anonymous request, scopes are the user's scopes (see
+// ScopesFrom). When not, it returns the first requirement not met, as
+// written. The zero Requirements admit no one.
+func (rs Requirements) Check(authenticated bool, scopes []string) (ok bool, missing string) {
+	return rs.check(authenticated, scopeSet{list: scopes})
 }
 
 // check is Check over any representation of the scopes. It does not
 // allocate.
-func (rs Requirements) check(id *oidcauth.Identity, scopes scopeSet) (bool, string) {
+func (rs Requirements) check(authenticated bool, scopes scopeSet) (bool, string) {
 	if len(rs.list) == 0 {
 		return false, ""
 	}
@@ -141,11 +141,11 @@ func (rs Requirements) check(id *oidcauth.Identity, scopes scopeSet) (bool, stri
 			// ParseRequirements keeps it alone.
 			return true, ""
 		case kindAuthenticated:
-			if id == nil {
+			if !authenticated {
 				return false, q.text
 			}
 		default:
-			if id == nil || !scopes.hasAny(q.alts) {
+			if !authenticated || !scopes.hasAny(q.alts) {
 				return false, q.text
 			}
 		}
@@ -153,35 +153,20 @@ func (rs Requirements) check(id *oidcauth.Identity, scopes scopeSet) (bool, stri
 	return true, ""
 }
 
-// ScopesFrom returns the user's scopes from the named claim: a
-// space-separated string or an array of strings; a dotted name reaches
-// into nested objects (`realm_access.roles`), as Identity.Claim does. An
-// empty name means DefaultClaim; for it, Identity.Scopes stand in when the
-// claim is absent. A nil id or a claim of any other type has no scopes.
-func ScopesFrom(id *oidcauth.Identity, claim string) []string {
-	s := scopesOf(id, claim)
-	switch {
-	case s.list != nil:
+// ScopesFrom returns a user's scopes from the named claim of their claims:
+// a space-separated string or an array of strings; a dotted name reaches
+// into nested objects (`realm_access.roles`). An empty name means
+// DefaultClaim; for it, granted (the scopes of the token response) stand in
+// when the claim is absent. A claim of any other type holds no scopes.
+func ScopesFrom(userClaims map[string]any, granted []string, claim string) []string {
+	s := scopesOf(userClaims, granted, claim)
+	if s.list != nil {
 		return s.list
-	case s.arr != nil:
-		out := make([]string, 0, len(s.arr))
-		for _, v := range s.arr {
-			if v, ok := v.(string); ok && v != "" {
-				out = append(out, v)
-			}
-		}
-		return out
-	default:
-		var out []string
-		for i := 0; i < len(s.str); {
-			var f string
-			f, i = nextField(s.str, i)
-			if f != "" {
-				out = append(out, f)
-			}
-		}
-		return out
 	}
+	if s.arr != nil {
+		return claims.Strings(s.arr)
+	}
+	return claims.Strings(s.str)
 }
 
 // scopeSet is the user's scopes in the form the claim holds them, so that
@@ -192,17 +177,14 @@ type scopeSet struct {
 	str  string
 }
 
-func scopesOf(id *oidcauth.Identity, claim string) scopeSet {
-	if id == nil {
-		return scopeSet{}
-	}
+func scopesOf(userClaims map[string]any, granted []string, claim string) scopeSet {
 	if claim == "" {
 		claim = DefaultClaim
 	}
-	v, ok := id.Claim(claim)
+	v, ok := claims.Lookup(userClaims, claim)
 	if !ok {
 		if claim == DefaultClaim {
-			return scopeSet{list: id.Scopes}
+			return scopeSet{list: granted}
 		}
 		return scopeSet{}
 	}
@@ -243,28 +225,10 @@ func (s scopeSet) has(want string) bool {
 	}
 	for i := 0; i < len(s.str); {
 		var f string
-		f, i = nextField(s.str, i)
+		f, i = claims.NextField(s.str, i)
 		if f == want {
 			return true
 		}
 	}
 	return false
-}
-
-// nextField returns the field of s starting at or after i, separated by
-// ASCII white space, and the index after it. RFC 6749 §3.3 separates
-// scopes with spaces; tabs and newlines are tolerated.
-func nextField(s string, i int) (string, int) {
-	for i < len(s) && isSpace(s[i]) {
-		i++
-	}
-	start := i
-	for i < len(s) && !isSpace(s[i]) {
-		i++
-	}
-	return s[start:i], i
-}
-
-func isSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
 }
