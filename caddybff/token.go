@@ -41,8 +41,6 @@ const (
 	// minRefreshSkew is the least remaining lifetime a cached token must
 	// have to be reused, so it does not expire in flight to the service.
 	minRefreshSkew = 10 * time.Second
-	// loginURL is where a 401 tells scripts to send the user.
-	loginURL = "/auth/login"
 )
 
 // reservedClaims are set by bff_token itself; claims cannot copy over
@@ -322,7 +320,7 @@ func (t *Token) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 }
 
 func unauthorized(w http.ResponseWriter, r *http.Request, detail string) {
-	problem.Write(w, r, problem.Details{Status: http.StatusUnauthorized, Detail: detail, LoginURL: loginURL})
+	problem.Write(w, r, problem.Details{Status: http.StatusUnauthorized, Detail: detail, LoginURL: oidcauth.LoginURLFrom(r)})
 }
 
 // mintedHeader returns the Authorization value with a minted token for id,

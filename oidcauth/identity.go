@@ -36,6 +36,22 @@ type Identity struct {
 	handler       *Handler // for Exchange; nil in test identities
 }
 
+// loginVarKey is the caddyhttp var holding the *Handler that saw the
+// request, so the handlers after it can build its login URL.
+const loginVarKey = "bff.login"
+
+// LoginURLFrom returns where a 401 for r should send the user to log in:
+// the login path of the oidc_auth that saw r, with the same-origin page
+// that made the request (its Referer) as return_to, exactly as oidc_auth's
+// own 401s carry it. Without an oidc_auth in front it is DefaultLoginPath.
+func LoginURLFrom(r *http.Request) string {
+	h, _ := caddyhttp.GetVar(r.Context(), loginVarKey).(*Handler)
+	if h == nil {
+		return DefaultLoginPath
+	}
+	return h.loginURL(refererReturnTo(r))
+}
+
 // IdentityFrom returns the identity oidc_auth attached to r, or nil when
 // the request is anonymous.
 func IdentityFrom(r *http.Request) *Identity {

@@ -329,6 +329,7 @@ func (h *Handler) Cleanup() error {
 // ServeHTTP serves the auth endpoints and guards every other request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	requestid.Ensure(w, r)
+	caddyhttp.SetVar(r.Context(), loginVarKey, h)
 	// A client never speaks for itself to the upstream: bff_token sets
 	// Authorization from the session, nothing else may.
 	r.Header.Del("Authorization")
@@ -599,13 +600,17 @@ func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, detail strin
 }
 
 func (h *Handler) writeUnauthorized(w http.ResponseWriter, r *http.Request, detail string) {
-	// A script's call is not where the user should land after login; the
-	// page that made it is, when the browser told us (same origin only).
-	returnTo := ""
+	problem.Write(w, r, problem.Details{Status: http.StatusUnauthorized, Detail: detail, LoginURL: h.loginURL(refererReturnTo(r))})
+}
+
+// refererReturnTo is where the user should land after a login that r's 401
+// asks for: a script's call is not that place, the page that made it is,
+// when the browser told us (same origin only).
+func refererReturnTo(r *http.Request) string {
 	if ref, err := url.Parse(r.Header.Get("Referer")); err == nil && ref.Host == r.Host && ref.Host != "" {
-		returnTo = ref.RequestURI()
+		return ref.RequestURI()
 	}
-	problem.Write(w, r, problem.Details{Status: http.StatusUnauthorized, Detail: detail, LoginURL: h.loginURL(returnTo)})
+	return ""
 }
 
 // loginURL is the login path with return_to, when that is a safe path.

@@ -18,9 +18,6 @@ import (
 	"github.com/caddy-bff/caddy-bff/oidcauth"
 )
 
-// loginURL is where a 401 tells scripts to send the user.
-const loginURL = "/auth/login"
-
 // Handler authorises each request by the user's scopes before anything
 // reaches a service. It must run after oidc_auth, which attaches the
 // identity; without one the request is anonymous.
@@ -164,7 +161,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if id == nil {
 			h.log(reqID, id, r.Method, path, "default", "deny", Authenticated)
 			problem.Write(w, r, problem.Details{Status: http.StatusUnauthorized,
-				Detail: "no policy rule admits anonymous requests here; log in", LoginURL: loginURL, Missing: Authenticated})
+				Detail: "no policy rule admits anonymous requests here; log in", LoginURL: oidcauth.LoginURLFrom(r), Missing: Authenticated})
 			return nil
 		}
 		h.log(reqID, id, r.Method, path, "default", "deny", "")
@@ -186,7 +183,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		problem.Write(w, r, problem.Details{
 			Status:   http.StatusUnauthorized,
 			Detail:   loginDetail(missing),
-			LoginURL: loginURL,
+			LoginURL: oidcauth.LoginURLFrom(r),
 			Missing:  missing,
 		})
 		return nil
