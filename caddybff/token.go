@@ -1,8 +1,6 @@
 package caddybff
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,10 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-bff/caddy-bff/internal/metrics"
 	"github.com/caddy-bff/caddy-bff/internal/problem"
@@ -24,12 +19,55 @@ import (
 	"github.com/caddy-bff/caddy-bff/oidcauth"
 )
 
-// Token modes.
+// Token modes, as written in the config.
 const (
 	modeAccessToken = "access_token"
 	modeExchange    = "exchange"
 	modeMint        = "mint"
 )
+
+// tokenSource is one mode of bff_token: where the bearer token for a
+// request comes from. header returns the Authorization value for the
+// request of id, or a *tokenError saying what to answer instead.
+type tokenSource interface {
+	header(r *http.Request, id *oidcauth.Identity) (string, error)
+}
+
+// tokenError is why a mode could not give a token. ServeHTTP turns it
+// into the response; detail goes to the client, so it never holds a token
+// or a provider's words.
+type tokenError struct {
+	status int // 401, 403, 500 or 503
+	detail string
+}
+
+func (e *tokenError) Error() string { return e.detail }
+
+// The ways a mode fails, each with the answer the client gets.
+var (
+	errSessionOver   = &tokenError{http.StatusUnauthorized, "session expired; log in again"}
+	errNoAccessToken = &tokenError{http.StatusUnauthorized, "session has no access token; log in again"}
+	errTokenExpired  = &tokenError{http.StatusUnauthorized, "access token expired; log in again"}
+	errRefused       = &tokenError{http.StatusForbidden, "the identity provider refused a token for this service"}
+	errUnavailable   = &tokenError{http.StatusServiceUnavailable, "identity provider unavailable; try again shortly"}
+	errSigning       = &tokenError{http.StatusInternalServerError, "could not issue a token for the service"}
+)
+
+// writeTokenError answers a request whose mode gave no token.
+func writeTokenError(w http.ResponseWriter, r *http.Request, err error) {
+	te, ok := err.(*tokenError)
+	if !ok {
+		te = errSigning // not reachable: every source returns a *tokenError
+	}
+	switch te.status {
+	case http.StatusUnauthorized:
+		unauthorized(w, r, te.detail)
+	case http.StatusServiceUnavailable:
+		problem.Write(w, r, problem.Details{Status: te.status, Detail: te.detail, RetryAfter: 5})
+	default:
+		problem.Error(w, r, te.status, te.detail)
+	}
+}
 
 const (
 	// defaultTTL is the lifetime of a minted token.
@@ -57,18 +95,22 @@ var reservedClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "
 type Token struct {
 	// Mode chooses the token: "access_token" (default) forwards the
 	// provider's access token of the session, as oidc_auth keeps it
-	// refreshed; "mint" signs a short-lived JWT with signing_key, which
-	// services verify with the keys bff_jwks publishes. "exchange" (RFC
-	// 8693 token exchange) is reserved and not available yet.
+	// refreshed; "exchange" asks the provider for a token for Audience
+	// (RFC 8693 token exchange, the session's access token as the subject
+	// token) and caches it while it is fresh; "mint" signs a short-lived
+	// JWT with signing_key, which services verify with the keys bff_jwks
+	// publishes.
 	Mode string `json:"mode,omitempty"`
 
-	// Audience is the `aud` claim of minted tokens: the service they are
-	// for. Required in mode mint.
+	// Audience is the service the token is for: the `aud` claim of minted
+	// tokens, the `audience` of an exchange. Required in modes mint and
+	// exchange.
 	Audience string `json:"audience,omitempty"`
 
 	// Scopes narrow the `scope` claim of minted tokens to these scopes:
 	// the token carries the user's scopes that are also listed here. When
-	// empty, it carries all the user's scopes.
+	// empty, it carries all the user's scopes. In mode exchange they are
+	// the `scope` asked of the provider.
 	Scopes []string `json:"scopes,omitempty"`
 
 	// TTL is the lifetime of minted tokens, from 10s to 1h. Default: 5m.
@@ -99,14 +141,10 @@ type Token struct {
 	// publishes it. Required in mode mint.
 	SigningKey string `json:"signing_key,omitempty"`
 
-	logger   *zap.Logger
-	mode     string
-	ttl      time.Duration
-	skew     time.Duration
-	key      *signingKey
-	scopeSet map[string]struct{}
-	cache    *tokenCache
-	group    singleflight.Group
+	logger *zap.Logger
+	source tokenSource
+	key    *signingKey
+	cache  *tokenCache
 
 	// now is the clock; tests replace it after Provision.
 	now func() time.Time
@@ -130,39 +168,25 @@ func (t *Token) Provision(ctx caddy.Context) error {
 	if err := metrics.Register(ctx); err != nil {
 		return fmt.Errorf("bff_token: %w", err)
 	}
-	t.mode = t.Mode
-	if t.mode == "" {
-		t.mode = modeAccessToken
-	}
-	if t.mode == modeExchange {
-		t.cache = newTokenCache(maxCachedTokens)
-		t.cache.sweepEvery(ctx, t.logger, time.Now)
+	switch t.Mode {
+	case modeExchange:
+		t.source = exchangeSource{t}
+	case modeMint:
+		src := newMintSource(t)
+		if t.SigningKey != "" {
+			key, err := loadSigningKey(t.SigningKey, false)
+			if err != nil {
+				return fmt.Errorf("bff_token: signing_key: %w", err)
+			}
+			t.key = key
+		}
+		t.source = src
+	default:
+		t.source = accessTokenSource{t}
 		return nil
 	}
-	if t.mode != modeMint {
-		return nil
-	}
-
-	t.ttl = time.Duration(t.TTL)
-	if t.ttl == 0 {
-		t.ttl = defaultTTL
-	}
-	t.skew = refreshSkew(t.ttl)
-	if len(t.Scopes) > 0 {
-		t.scopeSet = make(map[string]struct{}, len(t.Scopes))
-		for _, s := range t.Scopes {
-			t.scopeSet[s] = struct{}{}
-		}
-	}
-	if t.SigningKey != "" {
-		key, err := loadSigningKey(t.SigningKey, false)
-		if err != nil {
-			return fmt.Errorf("bff_token: signing_key: %w", err)
-		}
-		t.key = key
-	}
-	t.cache = newTokenCache(maxCachedTokens)
-	t.cache.sweepEvery(ctx, t.logger, time.Now)
+	t.cache = newTokenCache(maxCachedTokens, func() time.Time { return t.now() })
+	t.cache.sweepEvery(ctx, t.logger)
 	return nil
 }
 
@@ -192,10 +216,8 @@ func (t *Token) Validate() error {
 		if t.Audience == "" {
 			return errors.New("bff_token: mode exchange needs audience")
 		}
-		for i, s := range t.Scopes {
-			if s == "" || strings.ContainsFunc(s, isSpace) {
-				return fmt.Errorf("bff_token: scopes: scope %d (%q) is empty or contains white space", i+1, s)
-			}
+		if err := validScopes(t.Scopes); err != nil {
+			return err
 		}
 		for _, f := range []struct {
 			name string
@@ -240,13 +262,11 @@ func (t *Token) Validate() error {
 	if ttl := time.Duration(t.TTL); ttl != 0 && (ttl < minTTL || ttl > maxTTL) {
 		return fmt.Errorf("bff_token: ttl %s is out of range: need %s to %s", ttl, minTTL, maxTTL)
 	}
-	if strings.ContainsFunc(t.Issuer, isSpace) {
+	if strings.ContainsAny(t.Issuer, whiteSpace) {
 		return fmt.Errorf("bff_token: issuer %q contains white space", t.Issuer)
 	}
-	for i, s := range t.Scopes {
-		if s == "" || strings.ContainsFunc(s, isSpace) {
-			return fmt.Errorf("bff_token: scopes: scope %d (%q) is empty or contains white space", i+1, s)
-		}
+	if err := validScopes(t.Scopes); err != nil {
+		return err
 	}
 	for _, c := range t.Claims {
 		if c == "" {
@@ -259,7 +279,18 @@ func (t *Token) Validate() error {
 	return nil
 }
 
-func isSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\n' || r == '\r' }
+// whiteSpace is what separates scopes (RFC 6749 §3.3 uses spaces; the
+// claim readers also split on the other ASCII white space).
+const whiteSpace = " \t\n\r\v\f"
+
+func validScopes(scopes []string) error {
+	for i, s := range scopes {
+		if s == "" || strings.ContainsAny(s, whiteSpace) {
+			return fmt.Errorf("bff_token: scopes: scope %d (%q) is empty or contains white space", i+1, s)
+		}
+	}
+	return nil
+}
 
 // ServeHTTP sets the Authorization header for the upstream and calls next.
 func (t *Token) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
@@ -274,46 +305,10 @@ func (t *Token) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		return nil
 	}
 
-	var header string
-	switch t.mode {
-	case modeExchange:
-		var status int
-		header, status = t.exchangedHeader(r, id)
-		switch status {
-		case 0:
-		case http.StatusUnauthorized:
-			unauthorized(w, r, "session has no access token; log in again")
-			return nil
-		case http.StatusForbidden:
-			problem.Error(w, r, status, "the identity provider refused a token for this service")
-			return nil
-		default:
-			problem.Write(w, r, problem.Details{Status: http.StatusServiceUnavailable,
-				Detail: "identity provider unavailable; try again shortly", RetryAfter: 5})
-			return nil
-		}
-	case modeMint:
-		var status int
-		header, status = t.mintedHeader(r, id)
-		if status != 0 {
-			if status == http.StatusUnauthorized {
-				unauthorized(w, r, "session expired; log in again")
-			} else {
-				problem.Error(w, r, status, "could not issue a token for the service")
-			}
-			return nil
-		}
-	default:
-		tok, exp := id.AccessToken()
-		if tok == "" {
-			unauthorized(w, r, "session has no access token; log in again")
-			return nil
-		}
-		if !exp.IsZero() && !t.now().Before(exp) {
-			unauthorized(w, r, "access token expired; log in again")
-			return nil
-		}
-		header = "Bearer " + tok
+	header, err := t.source.header(r, id)
+	if err != nil {
+		writeTokenError(w, r, err)
+		return nil
 	}
 	r.Header.Set("Authorization", header)
 	return next.ServeHTTP(w, r)
@@ -321,175 +316,6 @@ func (t *Token) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 func unauthorized(w http.ResponseWriter, r *http.Request, detail string) {
 	problem.Write(w, r, problem.Details{Status: http.StatusUnauthorized, Detail: detail, LoginURL: oidcauth.LoginURLFrom(r)})
-}
-
-// mintedHeader returns the Authorization value with a minted token for id,
-// from the cache when one is fresh enough. On failure it returns the HTTP
-// status to answer with.
-func (t *Token) mintedHeader(r *http.Request, id *oidcauth.Identity) (string, int) {
-	if id.Subject == "" {
-		return "", http.StatusUnauthorized
-	}
-	k := cacheKey{session: id.SessionKey(), subject: id.Subject}
-	if t.Issuer == "" {
-		k.host, k.tls = r.Host, r.TLS != nil
-	}
-
-	// A session key is what keeps users apart in the cache; without one,
-	// mint every time rather than risk handing out another user's token.
-	if k.session == "" {
-		metrics.TokenCache(metrics.ModeMint, false)
-		e, status := t.mint(id, t.issuerFor(k), t.grantedScopes(id.Scopes), t.now())
-		if status != 0 {
-			return "", status
-		}
-		return e.header, 0
-	}
-
-	// Fast path: a read lock and a map lookup, no allocation.
-	if e := t.cache.get(k); e != nil && t.reusable(e, id) {
-		metrics.TokenCache(metrics.ModeMint, true)
-		return e.header, 0
-	}
-	metrics.TokenCache(metrics.ModeMint, false)
-
-	scopes := t.grantedScopes(id.Scopes)
-	iss := t.issuerFor(k)
-	// Concurrent first requests of a session mint once; the flight key
-	// covers everything the token depends on.
-	flight := k.session + "\x00" + k.subject + "\x00" + iss + "\x00" + strings.Join(scopes, " ")
-	v, _, _ := t.group.Do(flight, func() (any, error) {
-		// A flight that ended between our cache miss and Do has already
-		// stored its token.
-		if e := t.cache.get(k); e != nil && t.reusable(e, id) {
-			return mintResult{entry: e}, nil
-		}
-		now := t.now()
-		e, status := t.mint(id, iss, scopes, now)
-		if status != 0 {
-			return mintResult{status: status}, nil
-		}
-		t.cache.put(k, e, now)
-		return mintResult{entry: e}, nil
-	})
-	res := v.(mintResult)
-	if res.status != 0 {
-		return "", res.status
-	}
-	return res.entry.header, 0
-}
-
-type mintResult struct {
-	entry  *cachedToken
-	status int
-}
-
-// reusable reports whether a cached token may be sent for id now: fresh
-// enough, and for the scopes the user holds now (they can change when the
-// session is refreshed).
-func (t *Token) reusable(e *cachedToken, id *oidcauth.Identity) bool {
-	if !t.now().Before(e.refreshAt) {
-		return false
-	}
-	n := 0
-	for i, s := range id.Scopes {
-		if !t.keepScope(id.Scopes, i) {
-			continue
-		}
-		if n >= len(e.scopes) || e.scopes[n] != s {
-			return false
-		}
-		n++
-	}
-	return n == len(e.scopes)
-}
-
-// keepScope reports whether the user's i-th scope goes into the token:
-// allowed by Scopes, and not a repeat.
-func (t *Token) keepScope(user []string, i int) bool {
-	s := user[i]
-	if t.scopeSet != nil {
-		if _, ok := t.scopeSet[s]; !ok {
-			return false
-		}
-	}
-	return !slices.Contains(user[:i], s)
-}
-
-// grantedScopes is the `scope` claim's content, in the user's order.
-func (t *Token) grantedScopes(user []string) []string {
-	var out []string
-	for i := range user {
-		if t.keepScope(user, i) {
-			out = append(out, user[i])
-		}
-	}
-	return out
-}
-
-// issuerFor is the configured issuer or the request's origin.
-func (t *Token) issuerFor(k cacheKey) string {
-	if t.Issuer != "" {
-		return t.Issuer
-	}
-	scheme := "http://"
-	if k.tls {
-		scheme = "https://"
-	}
-	return scheme + strings.ToLower(k.host)
-}
-
-// mint signs a new token.
-func (t *Token) mint(id *oidcauth.Identity, iss string, scopes []string, now time.Time) (*cachedToken, int) {
-	exp := now.Add(t.ttl)
-	if !id.ExpiresAt.IsZero() && id.ExpiresAt.Before(exp) {
-		exp = id.ExpiresAt
-	}
-	if !exp.After(now) {
-		return nil, http.StatusUnauthorized
-	}
-
-	var jti [16]byte
-	_, _ = rand.Read(jti[:]) // crypto/rand.Read never fails (Go 1.24+)
-	claims := jwt.MapClaims{
-		"iss": iss,
-		"sub": id.Subject,
-		"aud": t.Audience,
-		"exp": exp.Unix(),
-		"iat": now.Unix(),
-		"jti": base64.RawURLEncoding.EncodeToString(jti[:]),
-	}
-	if len(scopes) > 0 {
-		claims["scope"] = strings.Join(scopes, " ")
-	}
-	for _, name := range t.Claims {
-		if v, ok := id.Claim(name); ok {
-			claims[name] = v
-		}
-	}
-	tok := jwt.NewWithClaims(t.key.method, claims)
-	tok.Header["kid"] = t.key.kid
-	signed, err := tok.SignedString(t.key.private)
-	if err != nil {
-		// Signing errors describe the key type or claim encoding, never
-		// the token.
-		t.logger.Error("signing token failed", zap.String("aud", t.Audience), zap.Error(err))
-		return nil, http.StatusInternalServerError
-	}
-	if t.minted != nil {
-		t.minted()
-	}
-	if ce := t.logger.Check(zapcore.DebugLevel, "minted token"); ce != nil {
-		ce.Write(zap.String("sub", id.Subject), zap.String("aud", t.Audience),
-			zap.String("kid", t.key.kid), zap.Time("exp", exp))
-	}
-	return &cachedToken{
-		header:    "Bearer " + signed,
-		subject:   id.Subject,
-		scopes:    scopes,
-		expiresAt: exp,
-		refreshAt: exp.Add(-t.skew),
-	}, 0
 }
 
 // Interface guards

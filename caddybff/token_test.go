@@ -461,7 +461,7 @@ func TestMintWithoutSessionKeyIsNotCached(t *testing.T) {
 }
 
 func TestTokenCacheBounded(t *testing.T) {
-	c := newTokenCache(100)
+	c := newTokenCache(100, time.Now)
 	now := time.Now()
 	for i := range 1000 {
 		c.put(cacheKey{session: string(rune(i + 1))}, &cachedToken{refreshAt: now.Add(time.Hour)}, now)
@@ -470,7 +470,7 @@ func TestTokenCacheBounded(t *testing.T) {
 		}
 	}
 	// Stale entries make room before fresh ones are evicted.
-	c = newTokenCache(2)
+	c = newTokenCache(2, time.Now)
 	c.put(cacheKey{session: "stale"}, &cachedToken{refreshAt: now.Add(-time.Second)}, now)
 	c.put(cacheKey{session: "fresh"}, &cachedToken{refreshAt: now.Add(time.Hour)}, now)
 	c.put(cacheKey{session: "new"}, &cachedToken{refreshAt: now.Add(time.Hour)}, now)

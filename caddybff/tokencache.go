@@ -2,10 +2,12 @@ package caddybff
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-bff/caddy-bff/internal/background"
 )
@@ -42,16 +44,56 @@ type cachedToken struct {
 	refreshAt time.Time
 }
 
-// tokenCache is a bounded map of minted tokens, read far more often than
-// written.
+// tokenCache is a bounded map of tokens (minted or exchanged), read far
+// more often than written. getOrFill is the way in: cache, then one
+// flight per key, then the cache again, then fill and store.
 type tokenCache struct {
-	mu  sync.RWMutex
-	m   map[cacheKey]*cachedToken
-	max int
+	mu    sync.RWMutex
+	m     map[cacheKey]*cachedToken
+	max   int
+	now   func() time.Time
+	group singleflight.Group
 }
 
-func newTokenCache(max int) *tokenCache {
-	return &tokenCache{m: make(map[cacheKey]*cachedToken), max: max}
+func newTokenCache(max int, now func() time.Time) *tokenCache {
+	return &tokenCache{m: make(map[cacheKey]*cachedToken), max: max, now: now}
+}
+
+// getOrFill returns the token cached for k when reuse accepts it (hit),
+// else the one fill makes, which it stores. Concurrent misses fill once:
+// their flight is k plus what variant returns (what else the token depends
+// on; nil: nothing), so they all get the same token. A k without a session
+// is never cached, since the session is what keeps users apart: fill runs
+// every time rather than risk handing out another user's token. The hit
+// path does not allocate.
+func (c *tokenCache) getOrFill(k cacheKey, reuse func(*cachedToken) bool, variant func() string, fill func() (*cachedToken, error)) (e *cachedToken, hit bool, err error) {
+	if k.session == "" {
+		e, err = fill()
+		return e, false, err
+	}
+	if e := c.get(k); e != nil && reuse(e) {
+		return e, true, nil
+	}
+	flight := k.session + "\x00" + k.subject + "\x00" + k.host + "\x00" + strconv.FormatBool(k.tls)
+	if variant != nil {
+		flight += "\x00" + variant()
+	}
+	v, err, _ := c.group.Do(flight, func() (any, error) {
+		// A flight that ended between our miss and Do has stored its token.
+		if e := c.get(k); e != nil && reuse(e) {
+			return e, nil
+		}
+		e, err := fill()
+		if err != nil {
+			return nil, err
+		}
+		c.put(k, e, c.now())
+		return e, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return v.(*cachedToken), false, nil
 }
 
 func (c *tokenCache) get(k cacheKey) *cachedToken {
@@ -109,6 +151,6 @@ func (c *tokenCache) sweepLocked(now time.Time) int {
 
 // sweepEvery sweeps the cache every sweepInterval until ctx is done; a
 // panicking sweep is logged and the next one still runs.
-func (c *tokenCache) sweepEvery(ctx context.Context, logger *zap.Logger, now func() time.Time) {
-	go background.Every(ctx, sweepInterval, logger, "token cache sweeper", func() { c.sweep(now()) })
+func (c *tokenCache) sweepEvery(ctx context.Context, logger *zap.Logger) {
+	go background.Every(ctx, sweepInterval, logger, "token cache sweeper", func() { c.sweep(c.now()) })
 }
