@@ -11,6 +11,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"go.uber.org/zap"
 
+	"github.com/caddy-bff/caddy-bff/internal/audit"
 	"github.com/caddy-bff/caddy-bff/internal/metrics"
 	"github.com/caddy-bff/caddy-bff/internal/problem"
 	"github.com/caddy-bff/caddy-bff/internal/requestid"
@@ -66,7 +67,7 @@ func (h *Handler) serveBackchannel(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		h.logger.Debug("logout token rejected", zap.String("request_id", requestid.From(r)), zap.Error(err))
-		h.auditBackchannel(r, "", "", "rejected")
+		audit.Write(h.audit, audit.Backchannel, r, audit.Entry{Outcome: audit.Rejected}, zap.Bool("by_sid", false))
 		problem.Error(w, r, http.StatusBadRequest, "invalid logout_token")
 		return
 	}
@@ -109,7 +110,7 @@ func (h *Handler) serveBackchannel(w http.ResponseWriter, r *http.Request) {
 		n = 1
 	}
 	metrics.SessionsEnded(metrics.EndBackchannel, n)
-	h.auditBackchannel(r, lt.Subject, lt.SID, "success")
+	audit.Write(h.audit, audit.Backchannel, r, audit.Entry{Sub: lt.Subject, Outcome: audit.Success}, zap.Bool("by_sid", lt.SID != ""))
 	w.WriteHeader(http.StatusOK)
 }
 
@@ -184,14 +185,4 @@ func (h *Handler) verifyLogoutToken(r *http.Request, info *providerInfo, raw str
 		return nil, errors.New("logout token replayed")
 	}
 	return &logoutToken{Subject: c.Sub, SID: c.SID, jti: jti, jtiUntil: expires.Add(clockSkew)}, nil
-}
-
-func (h *Handler) auditBackchannel(r *http.Request, sub, sid, outcome string) {
-	h.audit.Info("backchannel_logout",
-		zap.String("request_id", requestid.From(r)),
-		zap.String("sub", sub),
-		zap.Bool("by_sid", sid != ""),
-		zap.String("method", r.Method),
-		zap.String("path", r.URL.Path),
-		zap.String("outcome", outcome))
 }

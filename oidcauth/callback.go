@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
+	"github.com/caddy-bff/caddy-bff/internal/audit"
 	"github.com/caddy-bff/caddy-bff/internal/metrics"
 	"github.com/caddy-bff/caddy-bff/internal/problem"
 	"github.com/caddy-bff/caddy-bff/internal/requestid"
@@ -53,7 +54,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	cookieName := loginCookieName(r, state)
 	c, err := r.Cookie(cookieName)
 	if err != nil {
-		h.auditLogin(r, "", "unknown_state")
+		audit.Write(h.audit, audit.Login, r, audit.Entry{Outcome: audit.UnknownState})
 		problem.Error(w, r, http.StatusBadRequest, "unknown or expired login; start again")
 		return
 	}
@@ -63,12 +64,12 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	var ls loginState
 	if err != nil || json.Unmarshal(pt, &ls) != nil ||
 		subtle.ConstantTimeCompare([]byte(ls.State), []byte(state)) != 1 {
-		h.auditLogin(r, "", "bad_state")
+		audit.Write(h.audit, audit.Login, r, audit.Entry{Outcome: audit.BadState})
 		problem.Error(w, r, http.StatusBadRequest, "unknown or expired login; start again")
 		return
 	}
 	if h.now().Unix() > ls.Expires {
-		h.auditLogin(r, "", "expired")
+		audit.Write(h.audit, audit.Login, r, audit.Entry{Outcome: audit.Expired})
 		problem.Error(w, r, http.StatusBadRequest, "login took too long; start again")
 		return
 	}
@@ -84,7 +85,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	// issuer (a mix-up attack) is refused, error responses included.
 	if iss, ok := q["iss"]; ok || info.issParameter {
 		if len(iss) != 1 || iss[0] != h.Issuer {
-			h.auditLogin(r, "", "bad_iss")
+			audit.Write(h.audit, audit.Login, r, audit.Entry{Outcome: audit.BadIss})
 			problem.Error(w, r, http.StatusBadRequest, "the authorization response is not from the configured issuer")
 			return
 		}
@@ -93,7 +94,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 		if !errorCode.MatchString(e) {
 			e = "invalid"
 		}
-		h.auditLogin(r, "", "provider_error:"+e)
+		audit.Write(h.audit, audit.Login, r, audit.Entry{Outcome: audit.ProviderError, Detail: e})
 		problem.Error(w, r, http.StatusUnauthorized, "the identity provider refused the login ("+e+")")
 		return
 	}
@@ -108,7 +109,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	metrics.ProviderCall(metrics.CallCodeExchange, start, err)
 	if err != nil {
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.Response != nil && re.Response.StatusCode < 500 {
-			h.auditLogin(r, "", "code_rejected:"+safeCode(re.ErrorCode))
+			audit.Write(h.audit, audit.Login, r, audit.Entry{Outcome: audit.CodeRejected, Detail: safeCode(re.ErrorCode)})
 			problem.Error(w, r, http.StatusUnauthorized, "the identity provider rejected the login; start again")
 			return
 		}
@@ -117,24 +118,24 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	rawID, _ := tok.Extra("id_token").(string)
 	if rawID == "" {
-		h.auditLogin(r, "", "no_id_token")
+		audit.Write(h.audit, audit.Login, r, audit.Entry{Outcome: audit.NoIDToken})
 		problem.Error(w, r, http.StatusUnauthorized, "the identity provider returned no ID token")
 		return
 	}
 	idt, err := info.verifier.Verify(ctx, rawID)
 	if err != nil {
 		h.logger.Warn("login: ID token rejected", zap.String("request_id", requestid.From(r)), zap.Error(err))
-		h.auditLogin(r, "", "bad_id_token")
+		audit.Write(h.audit, audit.Login, r, audit.Entry{Outcome: audit.BadIDToken})
 		problem.Error(w, r, http.StatusUnauthorized, "the ID token did not verify")
 		return
 	}
 	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(ls.Nonce)) != 1 {
-		h.auditLogin(r, idt.Subject, "bad_nonce")
+		audit.Write(h.audit, audit.Login, r, audit.Entry{Sub: idt.Subject, Outcome: audit.BadNonce})
 		problem.Error(w, r, http.StatusUnauthorized, "the ID token did not verify")
 		return
 	}
 	if err := idt.VerifyAccessToken(tok.AccessToken); err != nil && idt.AccessTokenHash != "" {
-		h.auditLogin(r, idt.Subject, "bad_at_hash")
+		audit.Write(h.audit, audit.Login, r, audit.Entry{Sub: idt.Subject, Outcome: audit.BadAtHash})
 		problem.Error(w, r, http.StatusUnauthorized, "the access token does not belong to the ID token")
 		return
 	}
@@ -184,7 +185,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	writeSessionCookie(w, r, value, h.lifetime)
 	metrics.SessionCreated()
-	h.auditLogin(r, s.Subject, "success")
+	audit.Write(h.audit, audit.Login, r, audit.Entry{Sub: s.Subject, Outcome: audit.Success})
 	http.Redirect(w, r, ls.ReturnTo, http.StatusFound)
 }
 
@@ -265,16 +266,6 @@ func safeCode(c string) string {
 		return c
 	}
 	return "unknown"
-}
-
-func (h *Handler) auditLogin(r *http.Request, sub, outcome string) {
-	metrics.Login(outcome)
-	h.audit.Info("login",
-		zap.String("request_id", requestid.From(r)),
-		zap.String("sub", sub),
-		zap.String("method", r.Method),
-		zap.String("path", r.URL.Path),
-		zap.String("outcome", outcome))
 }
 
 var _ = oidc.Nonce

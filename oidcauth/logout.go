@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-bff/caddy-bff/internal/audit"
 	"github.com/caddy-bff/caddy-bff/internal/metrics"
 	"github.com/caddy-bff/caddy-bff/internal/problem"
 	"github.com/caddy-bff/caddy-bff/internal/requestid"
@@ -77,12 +78,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) {
 	if err == nil && s.RefreshToken != "" && info.revocation != "" {
 		h.revoke(ctx, r, info.revocation, s.RefreshToken)
 	}
-	h.audit.Info("logout",
-		zap.String("request_id", requestid.From(r)),
-		zap.String("sub", s.Subject),
-		zap.String("method", r.Method),
-		zap.String("path", r.URL.Path),
-		zap.String("outcome", "success"))
+	audit.Write(h.audit, audit.Logout, r, audit.Entry{Sub: s.Subject, Outcome: audit.Success})
 	if err != nil || info.endSession == "" {
 		http.Redirect(w, r, h.PostLogoutRedirect, http.StatusSeeOther)
 		return

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/caddy-bff/caddy-bff/internal/audit"
 	"github.com/caddy-bff/caddy-bff/internal/metrics"
 	"github.com/caddy-bff/caddy-bff/internal/requestid"
 )
@@ -152,14 +153,14 @@ func (h *Handler) doRefresh(ctx context.Context, r *http.Request, s *session) (r
 			// instances racing with rotating refresh tokens coordinate
 			// through Redis (coordinatedRefresh), so a lost race does not
 			// land here.
-			h.auditRefresh(r, s.Subject, "invalid_grant")
+			audit.Write(h.audit, audit.Refresh, r, audit.Entry{Sub: s.Subject, Outcome: audit.InvalidGrant})
 			if err := h.endSession(ctx, s, metrics.EndInvalidGrant); err != nil {
 				// Not remembered: the session must not be served either.
 				return refreshResult{}, fmt.Errorf("%w: %w: %w", errEndUnstored, errStoreDown, err)
 			}
 			return refreshResult{}, errSessionEnded
 		}
-		h.auditRefresh(r, s.Subject, "provider_error")
+		audit.Write(h.audit, audit.Refresh, r, audit.Entry{Sub: s.Subject, Outcome: audit.ProviderError})
 		h.logger.Error("token refresh failed", zap.String("request_id", requestid.From(r)), zap.Error(scrub(err)))
 		return refreshResult{}, fmt.Errorf("%w: refresh", errProviderDown)
 	}
@@ -178,7 +179,7 @@ func (h *Handler) doRefresh(ctx context.Context, r *http.Request, s *session) (r
 		// same subject; its nonce, if any, is not checked again.
 		idt, err := info.verifier.Verify(pctx, rawID)
 		if err != nil || idt.Subject != s.Subject {
-			h.auditRefresh(r, s.Subject, "bad_id_token")
+			audit.Write(h.audit, audit.Refresh, r, audit.Entry{Sub: s.Subject, Outcome: audit.BadIDToken})
 			if err := h.endSession(ctx, s, metrics.EndInvalidGrant); err != nil {
 				return refreshResult{}, fmt.Errorf("%w: %w: %w", errEndUnstored, errStoreDown, err)
 			}
@@ -197,21 +198,11 @@ func (h *Handler) doRefresh(ctx context.Context, r *http.Request, s *session) (r
 			return refreshResult{}, errSessionEnded
 		}
 		if _, ok := errors.AsType[*sessionTooLargeError](err); ok {
-			h.auditRefresh(r, s.Subject, "session_too_large")
+			audit.Write(h.audit, audit.Refresh, r, audit.Entry{Sub: s.Subject, Outcome: audit.SessionTooLarge})
 			return refreshResult{}, err
 		}
 		return refreshResult{}, fmt.Errorf("%w: %w", errStoreDown, err)
 	}
-	h.auditRefresh(r, s.Subject, "success")
+	audit.Write(h.audit, audit.Refresh, r, audit.Entry{Sub: s.Subject, Outcome: audit.Success})
 	return refreshResult{s: &ns, cookie: cookie, until: h.now().Add(recentTTL)}, nil
-}
-
-func (h *Handler) auditRefresh(r *http.Request, sub, outcome string) {
-	metrics.Refresh(outcome)
-	h.audit.Info("refresh",
-		zap.String("request_id", requestid.From(r)),
-		zap.String("sub", sub),
-		zap.String("method", r.Method),
-		zap.String("path", r.URL.Path),
-		zap.String("outcome", outcome))
 }

@@ -9,8 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-bff/caddy-bff/internal/audit"
 	"github.com/caddy-bff/caddy-bff/internal/methodoverride"
 	"github.com/caddy-bff/caddy-bff/internal/metrics"
 	"github.com/caddy-bff/caddy-bff/internal/problem"
@@ -130,13 +130,13 @@ func CheckClaim(c string) error {
 // ServeHTTP decides the request: next on allow, a problem response on
 // deny.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	reqID := requestid.Ensure(w, r)
+	requestid.Ensure(w, r)
 	id := oidcauth.IdentityFrom(r)
 
 	// The method judged is the method the upstream acts on (oidc_auth
 	// does the same for every route; this covers scope_authz alone).
 	if !methodoverride.Strip(r) {
-		h.log(reqID, id, r.Method, r.URL.EscapedPath(), metrics.ReasonPath, "deny", "")
+		h.log(r, id, r.URL.EscapedPath(), metrics.ReasonPath, audit.Deny, "")
 		problem.Error(w, r, http.StatusBadRequest, "method-override headers are not accepted; send the method itself")
 		return nil
 	}
@@ -144,7 +144,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	escaped := r.URL.EscapedPath()
 	path, err := CheckPath(escaped)
 	if err != nil {
-		h.log(reqID, id, r.Method, escaped, "path", "deny", "")
+		h.log(r, id, escaped, "path", audit.Deny, "")
 		problem.Error(w, r, http.StatusBadRequest, "ambiguous request path: "+err.Error())
 		return nil
 	}
@@ -152,19 +152,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	rl, pt := h.policy.match(r.Method, path)
 	if rl == nil {
 		if h.policy.defaultAllow {
-			h.log(reqID, id, r.Method, path, "default", "allow", "")
+			h.log(r, id, path, "default", audit.Allow, "")
 			return next.ServeHTTP(w, r)
 		}
 		// SPEC §5: a deny is 401 when anonymous (logging in may help: a
 		// logged-in user may still be denied, but the shell should try),
 		// 403 otherwise.
 		if id == nil {
-			h.log(reqID, id, r.Method, path, "default", "deny", Authenticated)
+			h.log(r, id, path, "default", audit.Deny, Authenticated)
 			problem.Write(w, r, problem.Details{Status: http.StatusUnauthorized,
 				Detail: "no policy rule admits anonymous requests here; log in", LoginURL: oidcauth.LoginURLFrom(r), Missing: Authenticated})
 			return nil
 		}
-		h.log(reqID, id, r.Method, path, "default", "deny", "")
+		h.log(r, id, path, "default", audit.Deny, "")
 		problem.Error(w, r, http.StatusForbidden, "no policy rule allows this request")
 		return nil
 	}
@@ -175,10 +175,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	ok, missing := rl.reqs.check(id != nil, scopes)
 	if ok {
-		h.log(reqID, id, r.Method, path, pt.label, "allow", "")
+		h.log(r, id, path, pt.label, audit.Allow, "")
 		return next.ServeHTTP(w, r)
 	}
-	h.log(reqID, id, r.Method, path, pt.label, "deny", missing)
+	h.log(r, id, path, pt.label, audit.Deny, missing)
 	if id == nil {
 		problem.Write(w, r, problem.Details{
 			Status:   http.StatusUnauthorized,
@@ -204,30 +204,19 @@ func loginDetail(missing string) string {
 }
 
 // log counts a decision and writes its audit entry. rule is "path" (an
-// ambiguous path), "default" or the deciding rule's label.
-func (h *Handler) log(reqID string, id *oidcauth.Identity, method, path, rule, outcome, missing string) {
+// ambiguous path), "default" or the deciding rule's label; path is the
+// path judged.
+func (h *Handler) log(r *http.Request, id *oidcauth.Identity, path, rule string, outcome audit.Outcome, missing string) {
 	reason := metrics.ReasonRule
 	if rule == metrics.ReasonPath || rule == metrics.ReasonDefault {
 		reason = rule
 	}
-	metrics.Authz(outcome == "allow", reason)
-	ce := h.audit.Check(zapcore.InfoLevel, "authz")
-	if ce == nil {
-		return
-	}
-	sub := ""
+	metrics.Authz(outcome == audit.Allow, reason)
+	e := audit.Entry{Outcome: outcome, Path: path}
 	if id != nil {
-		sub = id.Subject
+		e.Sub = id.Subject
 	}
-	ce.Write(
-		zap.String("request_id", reqID),
-		zap.String("sub", sub),
-		zap.String("method", method),
-		zap.String("path", path),
-		zap.String("rule", rule),
-		zap.String("outcome", outcome),
-		zap.String("missing", missing),
-	)
+	audit.Write(h.audit, audit.Authz, r, e, zap.String("rule", rule), zap.String("missing", missing))
 }
 
 // Interface guards

@@ -11,11 +11,12 @@ package metrics
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-bff/caddy-bff/internal/audit"
 )
 
 const namespace = "caddy_bff"
@@ -66,10 +67,7 @@ const (
 )
 
 var (
-	loginOutcomes = []string{"success", "unknown_state", "bad_state", "expired", "provider_error",
-		"code_rejected", "no_id_token", "bad_id_token", "bad_nonce", "bad_at_hash", "bad_iss"}
 	endReasons      = []string{EndLogout, EndBackchannel, EndExpired, EndInvalidGrant, EndReplaced}
-	refreshResults  = []string{"success", "invalid_grant", "provider_error", "bad_id_token", "session_too_large"}
 	exchangeResults = []string{ExchangeSuccess, ExchangeRefused, ExchangeUnavailable}
 	cacheModes      = [...]string{ModeMint, ModeExchange}
 	authzReasons    = [...]string{ReasonRule, ReasonDefault, ReasonPath}
@@ -83,10 +81,6 @@ var durationBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 
 
 // The collectors, built once; only the helpers below change them.
 var (
-	logins = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace, Name: "logins_total",
-		Help: "Completed login callbacks, by outcome (success or the failure class).",
-	}, []string{"outcome"})
 	sessionsCreated = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Name: "sessions_created_total",
 		Help: "Sessions created by a successful login.",
@@ -95,10 +89,6 @@ var (
 		Namespace: namespace, Name: "sessions_ended_total",
 		Help: "Sessions ended, by reason (logout, backchannel, expired, invalid_grant).",
 	}, []string{"reason"})
-	refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace, Name: "refreshes_total",
-		Help: "Token refreshes with the provider, by result.",
-	}, []string{"result"})
 	tokenExchanges = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "token_exchanges_total",
 		Help: "RFC 8693 token exchanges for bff_token, by result (success, refused, unavailable).",
@@ -121,16 +111,16 @@ var (
 		Buckets: durationBuckets,
 	}, []string{"call", "result"})
 
-	collectors = []prometheus.Collector{logins, sessionsCreated, sessionsEnded, refreshes,
-		tokenExchanges, tokenCache, authzDecisions, rateLimitRejections, providerDuration}
+	// The login and refresh counters belong to internal/audit, which counts
+	// its entries.
+	collectors = append(audit.Collectors(), sessionsCreated, sessionsEnded,
+		tokenExchanges, tokenCache, authzDecisions, rateLimitRejections, providerDuration)
 )
 
 // Children resolved once, so the helpers do a map or array lookup instead
 // of hashing label values; read-only after init.
 var (
-	loginCounters    = resolve(logins, loginOutcomes)
 	endCounters      = resolve(sessionsEnded, endReasons)
-	refreshCounters  = resolve(refreshes, refreshResults)
 	exchangeCounters = resolve(tokenExchanges, exchangeResults)
 	cacheCounters    [len(cacheModes)][2]prometheus.Counter // [mode][hit]
 	authzCounters    [2][len(authzReasons)]prometheus.Counter
@@ -188,14 +178,6 @@ func Register(ctx caddy.Context) error {
 	return nil
 }
 
-// Login counts a login callback by its audit outcome. Outcomes with a
-// detail ("provider_error:access_denied", "code_rejected:invalid_grant")
-// count under their class.
-func Login(outcome string) {
-	class, _, _ := strings.Cut(outcome, ":")
-	lookup(loginCounters, logins, class).Inc()
-}
-
 // SessionCreated counts a session a login created.
 func SessionCreated() { sessionsCreated.Inc() }
 
@@ -205,9 +187,6 @@ func SessionsEnded(reason string, n int) {
 		lookup(endCounters, sessionsEnded, reason).Add(float64(n))
 	}
 }
-
-// Refresh counts a token refresh by its audit outcome.
-func Refresh(result string) { lookup(refreshCounters, refreshes, result).Inc() }
 
 // TokenExchange counts a token exchange by result (ExchangeSuccess, ...).
 func TokenExchange(result string) { lookup(exchangeCounters, tokenExchanges, result).Inc() }

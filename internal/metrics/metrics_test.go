@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+
+	"github.com/caddy-bff/caddy-bff/internal/audit"
 )
 
 func TestRegisterTwice(t *testing.T) {
@@ -77,17 +81,10 @@ func TestHelpers(t *testing.T) {
 		f    func()
 		want float64
 	}{
-		{"login success", logins.WithLabelValues("success"), func() { Login("success") }, 1},
-		{"login provider error with code", logins.WithLabelValues("provider_error"), func() { Login("provider_error:access_denied") }, 1},
-		{"login provider error, attacker's code", logins.WithLabelValues("provider_error"), func() { Login("provider_error:" + strings.Repeat("x", 64)) }, 1},
-		{"login code rejected", logins.WithLabelValues("code_rejected"), func() { Login("code_rejected:invalid_grant") }, 1},
-		{"login unknown outcome", logins.WithLabelValues(other), func() { Login("eyJhbGciOiJIUzI1NiJ9.secret") }, 1},
 		{"session created", sessionsCreated, SessionCreated, 1},
 		{"sessions ended by backchannel", sessionsEnded.WithLabelValues(EndBackchannel), func() { SessionsEnded(EndBackchannel, 3) }, 3},
 		{"no session ended", sessionsEnded.WithLabelValues(EndBackchannel), func() { SessionsEnded(EndBackchannel, 0) }, 0},
 		{"session expired", sessionsEnded.WithLabelValues(EndExpired), func() { SessionsEnded(EndExpired, 1) }, 1},
-		{"refresh too large", refreshes.WithLabelValues("session_too_large"), func() { Refresh("session_too_large") }, 1},
-		{"refresh unknown", refreshes.WithLabelValues(other), func() { Refresh("alice@example.com") }, 1},
 		{"exchange refused", tokenExchanges.WithLabelValues(ExchangeRefused), func() { TokenExchange(ExchangeRefused) }, 1},
 		{"cache hit mint", tokenCache.WithLabelValues(ModeMint, "hit"), func() { TokenCache(ModeMint, true) }, 1},
 		{"cache miss exchange", tokenCache.WithLabelValues(ModeExchange, "miss"), func() { TokenCache(ModeExchange, false) }, 1},
@@ -134,18 +131,19 @@ func TestProviderCall(t *testing.T) {
 // TestLabelsBounded checks every series carries only fixed label values,
 // after helpers were called with hostile input.
 func TestLabelsBounded(t *testing.T) {
-	Login("provider_error:access_denied")
-	Login("code_rejected:" + strings.Repeat("a", 100))
-	Login("sub-1234")
+	r := httptest.NewRequest("GET", "/", nil)
+	audit.Write(zap.NewNop(), audit.Login, r, audit.Entry{Outcome: audit.ProviderError, Detail: "access_denied"})
+	audit.Write(zap.NewNop(), audit.Login, r, audit.Entry{Outcome: audit.CodeRejected, Detail: strings.Repeat("a", 100)})
+	audit.Write(zap.NewNop(), audit.Login, r, audit.Entry{Outcome: "sub-1234"})
 	SessionsEnded("alice", 1)
-	Refresh("Bearer eyJ")
+	audit.Write(zap.NewNop(), audit.Refresh, r, audit.Entry{Outcome: "Bearer eyJ"})
 	TokenExchange("secret")
 	ProviderCall("userinfo?access_token=x", time.Now(), nil)
 
 	allowed := map[string][]string{
-		"outcome": append(slices.Clone(loginOutcomes), "allow", "deny", other),
+		"outcome": append(outcomeStrings(audit.LoginOutcomes), "allow", "deny", other),
 		"reason":  append(append(slices.Clone(endReasons), authzReasons[:]...), other),
-		"result":  append(append(slices.Clone(refreshResults), exchangeResults...), "hit", "miss", "ok", "error", other),
+		"result":  append(append(outcomeStrings(audit.RefreshOutcomes), exchangeResults...), "hit", "miss", "ok", "error", other),
 		"mode":    cacheModes[:],
 		"call":    append(slices.Clone(providerCalls), other),
 	}
@@ -169,4 +167,12 @@ func TestLabelsBounded(t *testing.T) {
 			}
 		}
 	}
+}
+
+func outcomeStrings(os []audit.Outcome) []string {
+	out := make([]string, len(os))
+	for i, o := range os {
+		out[i] = string(o)
+	}
+	return out
 }
