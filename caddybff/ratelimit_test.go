@@ -237,7 +237,7 @@ var rateLimitCaddyfileCases = []struct {
 	{"redis with store memory", "bff_rate_limit {\n rate 20r/s\n store memory\n redis {\n address 127.0.0.1:6379\n }\n}", "bff_rate_limit: redis does not apply to store memory"},
 	{"redis without store", "bff_rate_limit {\n rate 20r/s\n redis {\n }\n}", "bff_rate_limit: redis does not apply to store memory"},
 	{"redis unknown subdirective", "bff_rate_limit {\n rate 20r/s\n store redis\n redis {\n host x\n }\n}", `redis: unrecognized subdirective "host"`},
-	{"redis bad address", "bff_rate_limit {\n rate 20r/s\n store redis\n redis {\n address redis.example\n }\n}", `redis: address "redis.example" is not host:port`},
+	{"redis bad address", "bff_rate_limit {\n rate 20r/s\n store redis\n redis {\n address redis.example\n }\n}", `redis: address 1 of 1 is not host:port`},
 	{"redis unset env password", "bff_rate_limit {\n rate 20r/s\n store redis\n redis {\n password {env.BFF_TEST_UNSET_REDIS_PASSWORD}\n }\n}", "bff_rate_limit: redis: password"},
 	{"redis twice", "bff_rate_limit {\n rate 20r/s\n store redis\n redis {\n }\n redis {\n }\n}", `subdirective "redis" given more than once`},
 	{"unknown subdirective", "bff_rate_limit {\n rate 20r/s\n limit 5\n}", `unrecognized subdirective "limit"`},

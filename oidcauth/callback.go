@@ -207,7 +207,7 @@ func (h *Handler) userClaims(ctx context.Context, r *http.Request, info *provide
 		switch {
 		case err != nil:
 			h.logger.Warn("userinfo unavailable; using the ID token's claims",
-				zap.String("request_id", requestid.From(r)), zap.Error(err))
+				zap.String("request_id", requestid.From(r)), zap.Error(userInfoError(err)))
 		case ui.Subject != idClaims["sub"]:
 			h.logger.Warn("userinfo subject differs from the ID token's; ignored", zap.String("request_id", requestid.From(r)))
 		default:
@@ -259,6 +259,19 @@ type scrubbedError struct {
 
 func (e *scrubbedError) Error() string {
 	return "token endpoint answered " + http.StatusText(e.status) + " (" + e.code + ")"
+}
+
+// userInfoError keeps what went wrong with a UserInfo call but not the
+// provider's answer: go-oidc puts the whole body of a non-200 answer (and
+// the server's own reason phrase) in its error, and a page that echoes the
+// request would put the access token into our log.
+func userInfoError(err error) error {
+	msg := err.Error()
+	if len(msg) >= 4 && msg[3] == ' ' && '1' <= msg[0] && msg[0] <= '5' &&
+		'0' <= msg[1] && msg[1] <= '9' && '0' <= msg[2] && msg[2] <= '9' {
+		return errors.New("userinfo endpoint answered " + msg[:3])
+	}
+	return err
 }
 
 func safeCode(c string) string {

@@ -61,12 +61,14 @@ func (rs *refreshState) remember(key string, res refreshResult) {
 
 func (rs *refreshState) sweep(now time.Time) {
 	rs.mu.Lock()
+	// A panic below must not leave the lock held: Safely recovers it and
+	// every request would then wait forever.
+	defer rs.mu.Unlock()
 	for k, res := range rs.done {
 		if !now.Before(res.until) {
 			delete(rs.done, k)
 		}
 	}
-	rs.mu.Unlock()
 }
 
 // refreshKey names one refresh: the session and the refresh token spent.

@@ -120,7 +120,16 @@ func (h *Handler) adoptRefresh(ctx context.Context, s *session, sealed string) (
 	ns.ID, ns.key = s.ID, s.hkey()
 	cookie, err := h.store.save(ctx, ns, false, ns.end(h.idle, h.lifetime))
 	if err != nil {
-		return refreshResult{}, err
+		// As doRefresh: an ended session stays ended, a session too large
+		// says so, anything else is the store's failure (503 naming it),
+		// not the provider's.
+		if errors.Is(err, errSessionEnded) {
+			return refreshResult{}, errSessionEnded
+		}
+		if _, ok := errors.AsType[*sessionTooLargeError](err); ok {
+			return refreshResult{}, err
+		}
+		return refreshResult{}, fmt.Errorf("%w: %w", errStoreDown, err)
 	}
 	return refreshResult{s: ns, cookie: cookie, until: h.now().Add(recentTTL)}, nil
 }

@@ -141,6 +141,9 @@ func (rv *revocations) ended(s *session, now time.Time) bool {
 
 func (rv *revocations) sweep(now time.Time) {
 	rv.mu.Lock()
+	// A panic below must not leave the lock held: Safely recovers it and
+	// every request would then wait forever.
+	defer rv.mu.Unlock()
 	for _, m := range []map[string]time.Time{rv.sessions, rv.sids, rv.jtis} {
 		for k, until := range m {
 			if !now.Before(until) {
@@ -153,7 +156,6 @@ func (rv *revocations) sweep(now time.Time) {
 			delete(rv.subs, k)
 		}
 	}
-	rv.mu.Unlock()
 }
 
 // sharedState outlives config reloads (it lives in a caddy.UsagePool keyed by

@@ -76,12 +76,14 @@ func (v memoryView) remove(_ context.Context, s *session, _ time.Time) error {
 
 func (ms *memoryStore) sweep(now time.Time) {
 	ms.mu.Lock()
+	// A panic below must not leave the lock held: Safely recovers it and
+	// every request would then wait forever.
+	defer ms.mu.Unlock()
 	for k, e := range ms.m {
 		if !now.Before(e.until) {
 			delete(ms.m, k)
 		}
 	}
-	ms.mu.Unlock()
 }
 
 // removeSessions ends every session of a subject, or of a provider session

@@ -24,6 +24,8 @@ var (
 	errFoldsASCII   = errors.New("character that case mapping or NFKC folds into ASCII")
 	errSegmentEnd   = errors.New("segment ending in a dot or a space")
 	errRawDelimiter = errors.New("unencoded ? or # or space")
+	errEncodedDelim = errors.New("encoded ? or #")
+	errInvisible    = errors.New("invisible (format or default-ignorable) character")
 )
 
 // confusables are the non-ASCII runes whose Unicode compatibility form
@@ -53,7 +55,9 @@ var confusables = [...]rune{
 //   - ; raw or encoded (%3B): path parameters (RFC 3986 §3.3) that some
 //     servers strip and others keep;
 //   - control characters raw or encoded: C0 (NUL included), DEL and C1;
-//   - an unencoded ?, # or space (not a valid escaped path);
+//   - an unencoded ?, # or space (not a valid escaped path), and an
+//     encoded ? or # (%3F, %23), which a proxy that decodes once more
+//     turns into the start of a query or fragment;
 //   - double encoding: a decoded % followed by two hex digits (%252e),
 //     or by u and four hex digits (%25u002e: IIS's %uXXXX form);
 //   - decoded bytes that are not valid UTF-8, overlong forms included
@@ -67,7 +71,12 @@ var confusables = [...]rune{
 //     turns into ASCII (fullwidth letters, dotless ı, İ, the Kelvin sign,
 //     long ſ, ß, ligatures, mathematical letters, NBSP and other spaces;
 //     see fold_table.go): upstreams that normalise or compare ignoring
-//     case would read them as ASCII letters another rule speaks of.
+//     case would read them as ASCII letters another rule speaks of;
+//   - invisible characters: format characters (Cf: zero-width space and
+//     joiners, soft hyphen, BOM, bidi controls) and the other
+//     default-ignorable code points and variation selectors, which
+//     NFKC_Casefold and culture-aware comparisons drop (/api/admin<ZWSP>/x
+//     is /api/admin/x there).
 //
 // A single trailing slash is kept and is significant, as in Caddy's path
 // matcher: /api/recipes/ is not /api/recipes. Case is kept in the result;
@@ -91,6 +100,9 @@ func CheckPath(escapedPath string) (clean string, err error) {
 			d := unhex(p[i+1])<<4 | unhex(p[i+2])
 			if d == '/' {
 				return "", errEncodedSlash
+			}
+			if d == '?' || d == '#' {
+				return "", errEncodedDelim
 			}
 			if err := checkByte(d); err != nil {
 				return "", err
@@ -176,6 +188,9 @@ func checkDecoded(p string) error {
 		}
 		if unicode.Is(foldsIntoASCII, r) {
 			return errFoldsASCII
+		}
+		if unicode.In(r, unicode.Cf, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector) {
+			return errInvisible
 		}
 		i += size
 	}

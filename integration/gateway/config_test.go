@@ -114,9 +114,11 @@ func TestValidateNeverEchoesSecrets(t *testing.T) {
 		{"client_secret with braces", site(fmt.Sprintf(oidc, "", `client_secret "pre{client-secret-inner}post"`)), "client-secret-inner"},
 		{"client_secret with a space", site(fmt.Sprintf(oidc, "", "client_secret correct horse-battery")), "horse-battery"},
 		{"redis password with braces", site(fmt.Sprintf(oidc, "redis {\n\t\t\tpassword \"pw{redis-secret-inner}\"\n\t\t}", "")), "redis-secret-inner"},
+		{"redis URL with a password as the address", site(fmt.Sprintf(oidc, "redis {\n\t\t\taddress {env.BFF_TEST_REDIS_URL}\n\t\t}", "")), "hunter2-redis-pw"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := harness.Validate(bin, tc.cfg, "BFF_TEST_KEY_BLOB="+der)
+			out, err := harness.Validate(bin, tc.cfg, "BFF_TEST_KEY_BLOB="+der,
+				"BFF_TEST_REDIS_URL=rediss://default:hunter2-redis-pw@cache.example:6380")
 			if err == nil {
 				t.Fatalf("caddy validate accepted it:\n%s", tc.cfg)
 			}

@@ -583,6 +583,23 @@ func TestMethodOverride(t *testing.T) {
 			})
 		}
 	}
+	// The _method query parameter (Express, Laravel, Symfony) likewise.
+	g.up.Reset()
+	if r := do(t, c, "POST", g.base+"/api/recipes/1?_method=DELETE", map[string]string{"Origin": g.base}); r.StatusCode != 400 {
+		t.Fatalf("POST ?_method=DELETE: %d, want 400", r.StatusCode)
+	}
+	if len(g.up.Requests()) != 0 {
+		t.Fatal("the upstream saw POST ?_method=DELETE")
+	}
+	// Path-override headers (IIS URL Rewrite, older Symfony) never reach
+	// the upstream.
+	r := do(t, c, "GET", g.base+"/api/recipes/1", map[string]string{"X-Original-URL": "/api/admin/users", "X-Rewrite-URL": "/api/admin/users"})
+	if r.StatusCode != 200 {
+		t.Fatalf("GET with X-Original-URL: %d", r.StatusCode)
+	}
+	if last, _ := g.up.Last(); last.Header.Get("X-Original-URL") != "" || last.Header.Get("X-Rewrite-URL") != "" {
+		t.Fatal("a path-override header reached the upstream")
+	}
 }
 
 // Item 11: a refresh that grows the claims past what the cookie store can

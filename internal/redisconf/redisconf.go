@@ -179,13 +179,16 @@ func (c *Config) Resolve() (*Resolved, error) {
 	var err error
 	r := &Resolved{KeyPrefix: c.KeyPrefix}
 	o := &r.opts
-	for _, a := range addrs {
+	for i, a := range addrs {
 		a, err = res("address", a)
 		if err != nil {
 			return nil, err
 		}
-		if _, port, ok := strings.Cut(a, ":"); !ok || port == "" || strings.ContainsAny(a, "/ ") {
-			return nil, fmt.Errorf("redis: address %q is not host:port", a)
+		if _, port, ok := strings.Cut(a, ":"); !ok || port == "" || strings.ContainsAny(a, "/@ ") {
+			// A redis:// URL in an address holds the password: name the
+			// setting, never the value.
+			return nil, fmt.Errorf("redis: address %d of %d is not host:port (the value is not shown; "+
+				"a redis:// URL is not accepted: give host:port here and the credentials in username and password)", i+1, len(addrs))
 		}
 		o.Addrs = append(o.Addrs, a)
 	}

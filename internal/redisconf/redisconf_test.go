@@ -23,6 +23,7 @@ func TestUnmarshalAndResolve(t *testing.T) {
 		{"arg", "redis 127.0.0.1:6379", "wrong argument count"},
 		{"no port", "redis {\n address localhost\n}", "is not host:port"},
 		{"url", "redis {\n address redis://x:6379/0\n}", "is not host:port"},
+		{"url with password", "redis {\n address rediss://default:s3cret-pw@x:6379\n}", "the value is not shown"},
 		{"db on cluster", "redis {\n address a:1 b:2\n db 3\n}", "not a cluster"},
 		{"sni without tls", "redis {\n tls_server_name x\n}", "needs tls"},
 		{"unset password", "redis {\n password {env.BFF_TEST_UNSET_PW_XYZ}\n}", "BFF_TEST_UNSET_PW_XYZ"},
@@ -48,6 +49,9 @@ func TestUnmarshalAndResolve(t *testing.T) {
 					t.Fatal("the password is in the pool key")
 				}
 				return
+			}
+			if err != nil && strings.Contains(err.Error(), "s3cret-pw") {
+				t.Fatalf("the error repeats the password: %v", err)
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Fatalf("error %v, want %q", err, tc.err)
