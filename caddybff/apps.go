@@ -1,15 +1,13 @@
 package caddybff
 
 import (
-	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -108,7 +106,7 @@ type App struct {
 	// `authenticated`, or `anonymous` alone. Every one must hold. In JSON a
 	// space-separated string or an array of strings. Default:
 	// `authenticated`.
-	Require []string `json:"require,omitempty"`
+	Require requireList `json:"require,omitempty"`
 
 	// Extra are the application's other fields, by name, as JSON values:
 	// an icon, a description, a team. In JSON they sit beside the fields
@@ -250,107 +248,33 @@ func (a *Apps) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 	return nil
 }
 
-// readAppsFile reads and decodes an applications file. Errors name the
-// file, and the application (by position and name) when one is at fault.
-func readAppsFile(path string) ([]App, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading applications file: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxAppsFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading applications file %s: %w", path, err)
-	}
-	if len(data) > maxAppsFileSize {
-		return nil, fmt.Errorf("%s: applications file is larger than %d bytes", path, maxAppsFileSize)
-	}
-	return parseAppsFile(path, data)
-}
+// requireList is `require` in JSON: a space-separated string or an array
+// of strings, not empty (an application without requirements leaves
+// `require` out).
+type requireList []string
 
-// parseAppsFile decodes an applications file's content: an object with
-// just an "applications" array, or a bare array.
-func parseAppsFile(path string, data []byte) ([]App, error) {
-	data = bytes.TrimPrefix(data, []byte("\xEF\xBB\xBF")) // a UTF-8 BOM some editors write
-	if !json.Valid(data) {
-		var v any
-		return nil, fmt.Errorf("%s: %s", path, jsonError(data, json.Unmarshal(data, &v)))
-	}
-	var raws []json.RawMessage
-	switch firstByte(data) {
-	case '[':
-		if err := json.Unmarshal(data, &raws); err != nil {
-			return nil, fmt.Errorf("%s: %s", path, jsonError(data, err))
+// UnmarshalJSON decodes a requireList; its errors name the field.
+func (rl *requireList) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil && string(b) != "null" {
+		*rl = strings.Fields(s)
+	} else {
+		var list []json.RawMessage
+		if err := json.Unmarshal(b, &list); err != nil || list == nil {
+			return fmt.Errorf("%s: want a string or an array of strings, got %s", fieldRequire, kindOf(b))
 		}
-	case '{':
-		var top map[string]json.RawMessage
-		if err := json.Unmarshal(data, &top); err != nil {
-			return nil, fmt.Errorf("%s: %s", path, jsonError(data, err))
-		}
-		for _, k := range slices.Sorted(maps.Keys(top)) {
-			if k != "applications" {
-				return nil, fmt.Errorf("%s: unknown field %q: the file holds {\"applications\": [...]} or a bare array", path, k)
+		out := make([]string, len(list))
+		for i, v := range list {
+			if string(v) == "null" || json.Unmarshal(v, &out[i]) != nil {
+				return fmt.Errorf("%s: item %d: want a string, got %s", fieldRequire, i+1, kindOf(v))
 			}
 		}
-		list, ok := top["applications"]
-		if !ok || firstByte(list) != '[' {
-			return nil, fmt.Errorf("%s: want an \"applications\" array", path)
-		}
-		if err := json.Unmarshal(list, &raws); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-	default:
-		return nil, fmt.Errorf("%s: want {\"applications\": [...]} or an array of applications", path)
+		*rl = out
 	}
-	apps := make([]App, len(raws))
-	for i, raw := range raws {
-		if err := apps[i].decode(raw); err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", path, fileAppLabel(i, apps[i].Name), err)
-		}
+	if len(*rl) == 0 {
+		return fmt.Errorf("%s: empty: leave require out for authenticated, or say anonymous", fieldRequire)
 	}
-	return apps, nil
-}
-
-// fileAppLabel names the i-th application of a file in errors.
-func fileAppLabel(i int, name string) string {
-	if name == "" {
-		return fmt.Sprintf("application %d", i+1)
-	}
-	return fmt.Sprintf("application %d (%q)", i+1, name)
-}
-
-// firstByte is the first byte of a JSON value that is not white space, or
-// 0.
-func firstByte(b []byte) byte {
-	b = bytes.TrimLeft(b, " \t\r\n")
-	if len(b) == 0 {
-		return 0
-	}
-	return b[0]
-}
-
-// jsonError describes a decoding error with its line and column.
-func jsonError(data []byte, err error) string {
-	var (
-		syn *json.SyntaxError
-		typ *json.UnmarshalTypeError
-	)
-	off := int64(-1)
-	switch {
-	case errors.As(err, &syn):
-		off = syn.Offset
-	case errors.As(err, &typ):
-		off = typ.Offset
-	}
-	if off < 0 || off > int64(len(data)) {
-		return "invalid JSON: " + err.Error()
-	}
-	// Offset counts the bytes read, the offending one included.
-	at := max(off-1, 0)
-	before := data[:at]
-	line := bytes.Count(before, []byte("\n")) + 1
-	col := at - int64(bytes.LastIndexByte(before, '\n'))
-	return fmt.Sprintf("invalid JSON at line %d, column %d: %v", line, col, err)
+	return nil
 }
 
 // UnmarshalJSON decodes an application: the known fields, checked for
@@ -366,41 +290,36 @@ func (app *App) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// decode is UnmarshalJSON without the application's name in errors.
+// appFields is App without its JSON methods, for the standard decoder.
+type appFields App
+
+// decode is UnmarshalJSON without the application's name in errors. It
+// decodes twice: into a map, for the name (so later errors can give it),
+// the fields that are not ours (Extra) and the checks the standard decoder
+// does not make (null, misspelt names, which it would match ignoring
+// case); then into the struct, for the known fields and their types.
 func (app *App) decode(b []byte) error {
 	*app = App{}
-	if c := firstByte(b); c != '{' {
-		return fmt.Errorf("an application is a JSON object, not %s", jsonKind(c))
-	}
 	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(b, &fields); err != nil {
-		return err
+	if err := json.Unmarshal(b, &fields); err != nil || fields == nil {
+		return fmt.Errorf("an application is a JSON object, not %s", kindOf(b))
 	}
-	// The name first, so that errors about the other fields can name it.
 	if raw, ok := fields[fieldName]; ok {
-		if err := json.Unmarshal(raw, &app.Name); err != nil || firstByte(raw) != '"' {
-			return fmt.Errorf("%s: want a string, got %s", fieldName, jsonKind(firstByte(raw)))
+		if string(raw) == "null" || json.Unmarshal(raw, &app.Name) != nil {
+			return fmt.Errorf("%s: want a string, got %s", fieldName, kindOf(raw))
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(fields)) {
 		raw := fields[k]
-		var dst *string
 		switch k {
-		case fieldName:
-			continue
-		case fieldTitle:
-			dst = &app.Title
-		case fieldEntry:
-			dst = &app.Entry
-		case fieldRoute:
-			dst = &app.Route
-		case fieldRequire:
-			req, err := decodeRequire(raw)
-			if err != nil {
-				return fmt.Errorf("%s: %w", fieldRequire, err)
+		case fieldName, fieldTitle, fieldEntry, fieldRoute:
+			if string(raw) == "null" {
+				return fmt.Errorf("%s: want a string, got null", k)
 			}
-			app.Require = req
-			continue
+		case fieldRequire:
+			if string(raw) == "null" {
+				return fmt.Errorf("%s: want a string or an array of strings, got null", k)
+			}
 		default:
 			if err := checkExtraName(k); err != nil {
 				return err
@@ -409,66 +328,49 @@ func (app *App) decode(b []byte) error {
 				app.Extra = make(map[string]json.RawMessage)
 			}
 			app.Extra[k] = raw
-			continue
-		}
-		if firstByte(raw) != '"' {
-			return fmt.Errorf("%s: want a string, got %s", k, jsonKind(firstByte(raw)))
-		}
-		if err := json.Unmarshal(raw, dst); err != nil {
-			return fmt.Errorf("%s: %w", k, err)
 		}
 	}
-	return nil
+	name, extra := app.Name, app.Extra
+	err := json.Unmarshal(b, (*appFields)(app))
+	app.Name, app.Extra = name, extra
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && te.Field != "" {
+		return fmt.Errorf("%s: want a string, got %s", te.Field, kindOfType(te.Value))
+	}
+	return err
 }
 
-// decodeRequire accepts a space-separated string or an array of strings,
-// not empty: an application without requirements leaves `require` out.
-func decodeRequire(raw json.RawMessage) ([]string, error) {
-	var out []string
-	switch firstByte(raw) {
-	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, err
-		}
-		out = strings.Fields(s)
-	case '[':
-		var list []json.RawMessage
-		if err := json.Unmarshal(raw, &list); err != nil {
-			return nil, err
-		}
-		for i, v := range list {
-			var s string
-			if firstByte(v) != '"' || json.Unmarshal(v, &s) != nil {
-				return nil, fmt.Errorf("item %d: want a string, got %s", i+1, jsonKind(firstByte(v)))
-			}
-			out = append(out, s)
-		}
-	default:
-		return nil, fmt.Errorf("want a string or an array of strings, got %s", jsonKind(firstByte(raw)))
-	}
-	if len(out) == 0 {
-		return nil, errors.New("empty: leave require out for authenticated, or say anonymous")
-	}
-	return out, nil
-}
-
-func jsonKind(c byte) string {
-	switch c {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case '"':
-		return "a string"
-	case 't', 'f':
-		return "a boolean"
-	case 'n':
-		return "null"
-	case 0:
+// kindOf names the kind of a JSON value for errors: "a number", "null".
+func kindOf(raw []byte) string {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
 		return "nothing"
 	}
-	return "a number"
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case float64:
+		return "a number"
+	case string:
+		return "a string"
+	case []any:
+		return "an array"
+	}
+	return "an object"
+}
+
+// kindOfType names the JSON kind json.UnmarshalTypeError reports.
+func kindOfType(value string) string {
+	switch value {
+	case "bool":
+		return "a boolean"
+	case "array", "object":
+		return "an " + value
+	case "string", "number":
+		return "a " + value
+	}
+	return value
 }
 
 // MarshalJSON encodes the application as UnmarshalJSON reads it, with the
@@ -518,8 +420,7 @@ func (app *App) compile() (compiledApp, error) {
 	if err != nil {
 		return compiledApp{}, fmt.Errorf("require: %w", err)
 	}
-	extraKeys := slices.Sorted(maps.Keys(app.Extra))
-	for _, k := range extraKeys {
+	for _, k := range slices.Sorted(maps.Keys(app.Extra)) {
 		if err := checkExtraName(k); err != nil {
 			return compiledApp{}, err
 		}
@@ -528,38 +429,18 @@ func (app *App) compile() (compiledApp, error) {
 		}
 	}
 
-	title := app.Title
-	if title == "" {
-		title = app.Name
+	// The answer's object: the extra fields beside the known ones, title
+	// defaulted to the name.
+	out := make(map[string]any, 4+len(app.Extra))
+	for k, v := range app.Extra {
+		out[k] = v
 	}
-	var b bytes.Buffer
-	b.WriteByte('{')
-	for i, f := range [...]struct{ k, v string }{
-		{fieldName, app.Name}, {fieldTitle, title}, {fieldEntry, app.Entry}, {fieldRoute, app.Route},
-	} {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		writeJSONString(&b, f.k)
-		b.WriteByte(':')
-		writeJSONString(&b, f.v)
+	out[fieldName], out[fieldTitle], out[fieldEntry], out[fieldRoute] = app.Name, cmp.Or(app.Title, app.Name), app.Entry, app.Route
+	body, err := json.Marshal(out)
+	if err != nil {
+		return compiledApp{}, err
 	}
-	for _, k := range extraKeys {
-		b.WriteByte(',')
-		writeJSONString(&b, k)
-		b.WriteByte(':')
-		// Valid above; Compact only drops insignificant white space.
-		if err := json.Compact(&b, app.Extra[k]); err != nil {
-			return compiledApp{}, fmt.Errorf("extra field %q: %w", k, err)
-		}
-	}
-	b.WriteByte('}')
-	return compiledApp{name: app.Name, reqs: reqs, body: b.Bytes()}, nil
-}
-
-func writeJSONString(b *bytes.Buffer, s string) {
-	q, _ := json.Marshal(s) // a string always encodes
-	b.Write(q)
+	return compiledApp{name: app.Name, reqs: reqs, body: body}, nil
 }
 
 // checkExtraName refuses extra fields that look like a misspelt known
