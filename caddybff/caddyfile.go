@@ -58,9 +58,9 @@ func (t *Token) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	seen := make(map[string]bool)
-	for d.NextBlock(0) {
+	for n := d.Nesting(); d.NextBlock(n); {
 		name := d.Val()
-		if d.Nesting() > 1 {
+		if d.Nesting() > n+1 {
 			return d.Err("subdirectives take no block")
 		}
 		switch name {
@@ -136,9 +136,9 @@ func (j *JWKS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	seen := make(map[string]bool)
-	for d.NextBlock(0) {
+	for n := d.Nesting(); d.NextBlock(n); {
 		name := d.Val()
-		if d.Nesting() > 1 {
+		if d.Nesting() > n+1 {
 			return d.Err("subdirectives take no block")
 		}
 		switch name {

@@ -327,8 +327,9 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 
 	var buf [keyBufSize]byte
 	key := rl.appendKey(buf[:0], r)
-	// Concrete calls: through the interface the key would escape to the
-	// heap.
+	// The stores we ship are called concretely: through the interface the
+	// key would escape to the heap (one more allocation per request). Any
+	// other limiter goes through the interface.
 	var (
 		d   decision
 		err error
@@ -338,6 +339,8 @@ func (rl *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		d, err = s.take(r.Context(), key, rl.now())
 	case *redisStore:
 		d, err = s.take(r.Context(), key, rl.now())
+	default:
+		d, err = rl.store.take(r.Context(), key, rl.now())
 	}
 	if err != nil {
 		rl.storeFailed(err)

@@ -111,7 +111,7 @@ func newMemoryStore(interval time.Duration, burst, capacity int) *memoryStore {
 func (ms *memoryStore) take(_ context.Context, key []byte, now time.Time) (decision, error) {
 	if len(key) > maxMemoryKeyLen {
 		sum := sha256.Sum256(key)
-		var b [2 + 43]byte
+		var b [2 + 43]byte // "h:" and sha256's 32 bytes in base64url
 		key = base64.RawURLEncoding.AppendEncode(append(b[:0], "h:"...), sum[:])
 	}
 	t := now.UnixNano()

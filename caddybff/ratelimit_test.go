@@ -680,6 +680,30 @@ func TestRateLimitMemory(t *testing.T) {
 
 // TestRateLimitConcurrent: concurrent requests of one key spend exactly
 // the burst.
+// countingLimiter is a limiter of another kind than the two we ship.
+type countingLimiter struct{ keys []string }
+
+func (c *countingLimiter) take(_ context.Context, key []byte, _ time.Time) (decision, error) {
+	c.keys = append(c.keys, string(key))
+	return decision{allowed: len(c.keys) == 1, retryAfter: time.Second, reset: time.Second}, nil
+}
+
+// Any limiter works, not only the concrete stores the hot path knows.
+func TestRateLimitAnyLimiter(t *testing.T) {
+	rl := mustLoadRateLimit(t, map[string]any{"rate": "1r/s"})
+	lim := &countingLimiter{}
+	rl.store = lim
+	if w, called := rlServe(t, rl, rlReq{user: "alice"}); !called || w.Code >= 400 {
+		t.Fatalf("first request: %d, upstream called %v", w.Code, called)
+	}
+	if w, called := rlServe(t, rl, rlReq{user: "alice"}); w.Code != http.StatusTooManyRequests || called {
+		t.Fatalf("second request: %d, upstream called %v", w.Code, called)
+	}
+	if len(lim.keys) != 2 || lim.keys[0] != "u:alice" {
+		t.Fatalf("the limiter saw %q", lim.keys)
+	}
+}
+
 func TestRateLimitConcurrent(t *testing.T) {
 	rl := mustLoadRateLimit(t, map[string]any{"rate": "1r/h", "burst": 25})
 	clk := newClock()

@@ -266,7 +266,7 @@ func TestMintCache(t *testing.T) {
 	// The sweeper drops what can no longer be reused.
 	before := tok.cache.len()
 	clk.advance(10 * time.Minute)
-	if n := tok.cache.sweep(clk.now()); n != before || tok.cache.len() != 0 {
+	if n := tok.cache.sweep(); n != before || tok.cache.len() != 0 {
 		t.Errorf("sweep dropped %d of %d, %d left", n, before, tok.cache.len())
 	}
 }
@@ -464,16 +464,16 @@ func TestTokenCacheBounded(t *testing.T) {
 	c := newTokenCache(100, time.Now)
 	now := time.Now()
 	for i := range 1000 {
-		c.put(cacheKey{session: string(rune(i + 1))}, &cachedToken{refreshAt: now.Add(time.Hour)}, now)
+		c.put(cacheKey{session: string(rune(i + 1))}, &cachedToken{refreshAt: now.Add(time.Hour)})
 		if c.len() > 100 {
 			t.Fatalf("cache grew to %d", c.len())
 		}
 	}
 	// Stale entries make room before fresh ones are evicted.
 	c = newTokenCache(2, time.Now)
-	c.put(cacheKey{session: "stale"}, &cachedToken{refreshAt: now.Add(-time.Second)}, now)
-	c.put(cacheKey{session: "fresh"}, &cachedToken{refreshAt: now.Add(time.Hour)}, now)
-	c.put(cacheKey{session: "new"}, &cachedToken{refreshAt: now.Add(time.Hour)}, now)
+	c.put(cacheKey{session: "stale"}, &cachedToken{refreshAt: now.Add(-time.Second)})
+	c.put(cacheKey{session: "fresh"}, &cachedToken{refreshAt: now.Add(time.Hour)})
+	c.put(cacheKey{session: "new"}, &cachedToken{refreshAt: now.Add(time.Hour)})
 	if c.get(cacheKey{session: "fresh"}) == nil || c.get(cacheKey{session: "new"}) == nil || c.get(cacheKey{session: "stale"}) != nil {
 		t.Error("eviction dropped a fresh entry while a stale one was left")
 	}

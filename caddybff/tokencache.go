@@ -3,13 +3,13 @@ package caddybff
 import (
 	"context"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-bff/caddy-bff/internal/background"
+	"github.com/caddy-bff/caddy-bff/internal/bounded"
 )
 
 const (
@@ -44,20 +44,32 @@ type cachedToken struct {
 	refreshAt time.Time
 }
 
-// tokenCache is a bounded map of tokens (minted or exchanged), read far
-// more often than written. getOrFill is the way in: cache, then one
+// tokenCache holds tokens (minted or exchanged), bounded: when full, the
+// ones too old to reuse go first. getOrFill is the way in: cache, then one
 // flight per key, then the cache again, then fill and store.
 type tokenCache struct {
-	mu    sync.RWMutex
-	m     map[cacheKey]*cachedToken
-	max   int
+	m     *bounded.Map[cacheKey, *cachedToken]
 	now   func() time.Time
 	group singleflight.Group
 }
 
 func newTokenCache(max int, now func() time.Time) *tokenCache {
-	return &tokenCache{m: make(map[cacheKey]*cachedToken), max: max, now: now}
+	c := &tokenCache{now: now}
+	c.m = bounded.New[cacheKey, *cachedToken](max, func(e *cachedToken) bool { return !c.now().Before(e.refreshAt) })
+	return c
 }
+
+func (c *tokenCache) get(k cacheKey) *cachedToken {
+	e, _ := c.m.Get(k)
+	return e
+}
+
+func (c *tokenCache) put(k cacheKey, e *cachedToken) { c.m.Put(k, e) }
+
+func (c *tokenCache) len() int { return c.m.Len() }
+
+// sweep drops the tokens too old to reuse and reports how many it dropped.
+func (c *tokenCache) sweep() int { return c.m.Sweep() }
 
 // getOrFill returns the token cached for k when reuse accepts it (hit),
 // else the one fill makes, which it stores. Concurrent misses fill once:
@@ -87,7 +99,7 @@ func (c *tokenCache) getOrFill(k cacheKey, reuse func(*cachedToken) bool, varian
 		if err != nil {
 			return nil, err
 		}
-		c.put(k, e, c.now())
+		c.put(k, e)
 		return e, nil
 	})
 	if err != nil {
@@ -96,61 +108,8 @@ func (c *tokenCache) getOrFill(k cacheKey, reuse func(*cachedToken) bool, varian
 	return v.(*cachedToken), false, nil
 }
 
-func (c *tokenCache) get(k cacheKey) *cachedToken {
-	c.mu.RLock()
-	e := c.m[k]
-	c.mu.RUnlock()
-	return e
-}
-
-// put stores e, making room when the cache is full: first by dropping
-// tokens too old to reuse, then arbitrary ones (Go's map order is
-// randomised), a tenth of the cache at a time so a full cache does not pay
-// for a sweep on every insert.
-func (c *tokenCache) put(k cacheKey, e *cachedToken, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[k]; !ok && len(c.m) >= c.max {
-		c.sweepLocked(now)
-		if len(c.m) >= c.max {
-			drop := max(c.max/10, 1)
-			for k := range c.m {
-				delete(c.m, k)
-				if drop--; drop == 0 {
-					break
-				}
-			}
-		}
-	}
-	c.m[k] = e
-}
-
-func (c *tokenCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.m)
-}
-
-// sweep drops the tokens too old to reuse and reports how many it dropped.
-func (c *tokenCache) sweep(now time.Time) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.sweepLocked(now)
-}
-
-func (c *tokenCache) sweepLocked(now time.Time) int {
-	n := 0
-	for k, e := range c.m {
-		if !now.Before(e.refreshAt) {
-			delete(c.m, k)
-			n++
-		}
-	}
-	return n
-}
-
 // sweepEvery sweeps the cache every sweepInterval until ctx is done; a
 // panicking sweep is logged and the next one still runs.
 func (c *tokenCache) sweepEvery(ctx context.Context, logger *zap.Logger) {
-	go background.Every(ctx, sweepInterval, logger, "token cache sweeper", func() { c.sweep(c.now()) })
+	go background.Every(ctx, sweepInterval, logger, "token cache sweeper", func() { c.sweep() })
 }

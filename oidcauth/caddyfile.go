@@ -58,11 +58,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	seen := map[string]bool{}
-	for d.NextBlock(0) {
+	for n := d.Nesting(); d.NextBlock(n); {
 		name := d.Val()
 		repeatable := name == "public" || name == "auth_params" || name == "trusted_origins"
 		if seen[name] && !repeatable {
-			return d.Errf("oidc_auth: subdirective %q given twice", name)
+			return d.Errf("subdirective %q given more than once", name)
 		}
 		seen[name] = true
 		switch name {
@@ -129,7 +129,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.AuthParams = map[string]string{}
 			}
 			if _, dup := h.AuthParams[k]; dup {
-				return d.Errf("oidc_auth: auth_params %q given twice", k)
+				return d.Errf("auth_params %q given more than once", k)
 			}
 			h.AuthParams[k] = v
 		case "session":
@@ -140,7 +140,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		default:
-			return d.Errf("oidc_auth: unrecognized subdirective %q", name)
+			return d.Errf("unrecognized subdirective %q", name)
 		}
 	}
 	return nil
@@ -152,7 +152,7 @@ func (h *Handler) unmarshalSession(d *caddyfile.Dispenser) error {
 	for n := d.Nesting(); d.NextBlock(n); {
 		name := d.Val()
 		if seen[name] {
-			return d.Errf("oidc_auth: session: subdirective %q given twice", name)
+			return d.Errf("session: subdirective %q given more than once", name)
 		}
 		seen[name] = true
 		switch name {
@@ -181,7 +181,7 @@ func (h *Handler) unmarshalSession(d *caddyfile.Dispenser) error {
 				h.Session.Lifetime = dur
 			}
 		default:
-			return d.Errf("oidc_auth: session: unrecognized subdirective %q", name)
+			return d.Errf("session: unrecognized subdirective %q", name)
 		}
 	}
 	return nil
@@ -195,10 +195,10 @@ func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	}
 	dur, err := caddy.ParseDuration(v)
 	if err != nil {
-		return 0, d.Errf("oidc_auth: %s: bad duration %q: %v", name, v, err)
+		return 0, d.Errf("%s: bad duration %q: %v", name, v, err)
 	}
 	if dur <= 0 {
-		return 0, d.Errf("oidc_auth: %s: duration %q must be positive", name, v)
+		return 0, d.Errf("%s: duration %q must be positive", name, v)
 	}
 	return caddy.Duration(dur), nil
 }

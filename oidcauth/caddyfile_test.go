@@ -123,7 +123,7 @@ var caddyfileCases = []struct {
 	{"twice", `oidc_auth {
 			issuer https://a.example
 			issuer https://b.example
-		}`, `"issuer" given twice`},
+		}`, `"issuer" given more than once`},
 	{"arity", `oidc_auth {
 			client_id a b
 		}`, "wrong argument count"},

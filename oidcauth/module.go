@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-bff/caddy-bff/internal/bounded"
 	"github.com/caddy-bff/caddy-bff/internal/methodoverride"
 	"github.com/caddy-bff/caddy-bff/internal/metrics"
 	"github.com/caddy-bff/caddy-bff/internal/problem"
@@ -38,6 +39,13 @@ const (
 	DefaultRefreshSkew           = 30 * time.Second
 	DefaultIdleTimeout           = 30 * time.Minute
 	DefaultLifetime              = 12 * time.Hour
+)
+
+// Session stores, as SessionConfig.Store names them.
+const (
+	storeCookie = "cookie"
+	storeMemory = "memory"
+	storeRedis  = "redis"
 )
 
 // DefaultScopes are requested when `scopes` is not given.
@@ -159,10 +167,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.UserPath = cmp.Or(h.UserPath, DefaultUserPath)
 	h.BackchannelLogoutPath = cmp.Or(h.BackchannelLogoutPath, DefaultBackchannelLogoutPath)
 	h.PostLogoutRedirect = cmp.Or(h.PostLogoutRedirect, DefaultPostLogoutRedirect)
-	h.Session.Store = cmp.Or(h.Session.Store, "cookie")
-	h.skew = durOr(h.RefreshSkew, DefaultRefreshSkew)
-	h.idle = durOr(h.Session.IdleTimeout, DefaultIdleTimeout)
-	h.lifetime = durOr(h.Session.Lifetime, DefaultLifetime)
+	h.Session.Store = cmp.Or(h.Session.Store, storeCookie)
+	// Validate refuses negative durations.
+	h.skew = cmp.Or(time.Duration(h.RefreshSkew), DefaultRefreshSkew)
+	h.idle = cmp.Or(time.Duration(h.Session.IdleTimeout), DefaultIdleTimeout)
+	h.lifetime = cmp.Or(time.Duration(h.Session.Lifetime), DefaultLifetime)
 	h.touchInterval = min(max(h.idle/10, time.Second), time.Minute)
 
 	// Resolve placeholders ({env.X}, {file.X}) at provision time into
@@ -222,7 +231,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.state = st.(*sharedState)
 	h.ends = memoryEndings{rv: h.state.revoked, now: h.now}
-	if h.Session.Store == "redis" && h.Session.Redis == nil {
+	if h.Session.Store == storeRedis && h.Session.Redis == nil {
 		h.Session.Redis = new(redisconf.Config)
 	}
 	if h.Session.Redis != nil {
@@ -237,16 +246,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.releaseRedis = release
 		h.ends = redisEndings{c: client, cfg: rc, now: h.now}
 		h.redis = &redisCoord{c: client, cfg: rc}
-		if h.Session.Store == "redis" {
-			h.store = &redisStore{c: client, cfg: rc, keys: h.keys, now: h.now, idle: h.idle, lifetime: h.lifetime}
+		if h.Session.Store == storeRedis {
+			h.store = &redisStore{c: client, cfg: rc, keys: h.keys, now: h.now, idle: h.idle, lifetime: h.lifetime,
+				decoded: bounded.New[string, decodedSession](maxDecoded, nil)}
 		}
 	}
 	switch h.Session.Store {
-	case "cookie":
+	case storeCookie:
 		cs := newCookieStore(h.keys, h.ends, h.now)
 		cs.idle, cs.lifetime = h.idle, h.lifetime
 		h.store = cs
-	case "memory":
+	case storeMemory:
 		h.store = memoryView{ms: h.state.memory, keys: h.keys}
 	}
 
@@ -295,11 +305,11 @@ func (h *Handler) Validate() error {
 		return errors.New("oidc_auth: refresh_skew must not be negative")
 	}
 	switch h.Session.Store {
-	case "cookie", "memory", "redis":
+	case storeCookie, storeMemory, storeRedis:
 	default:
 		return fmt.Errorf("oidc_auth: session store %q is not one of cookie, memory, redis", h.Session.Store)
 	}
-	if h.Session.Store == "memory" && h.Session.Redis != nil {
+	if h.Session.Store == storeMemory && h.Session.Redis != nil {
 		return errors.New("oidc_auth: session redis does not apply to store memory (use store redis)")
 	}
 	if len(h.Session.Keys) == 0 {
@@ -634,13 +644,6 @@ func isNavigation(r *http.Request) bool {
 
 func (h *Handler) needsRefresh(s *session, now time.Time) bool {
 	return s.TokenExpiry > 0 && s.RefreshToken != "" && !now.Add(h.skew).Before(time.Unix(s.TokenExpiry, 0))
-}
-
-func durOr(d caddy.Duration, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return time.Duration(d)
 }
 
 // providerCtx bounds a provider call made on behalf of r: it survives the

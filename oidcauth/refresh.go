@@ -145,7 +145,7 @@ func (h *Handler) doRefresh(ctx context.Context, r *http.Request, s *session) (r
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.ErrorCode == "invalid_grant" {
 			// A server-side store may already hold the winner's tokens (a
 			// race with another instance that rotated the refresh token).
-			if h.Session.Store != "cookie" {
+			if h.Session.Store != storeCookie {
 				if cur, lerr := h.store.load(ctx, s.ID); lerr == nil && cur.RefreshToken != s.RefreshToken {
 					return refreshResult{s: cur, until: h.now().Add(recentTTL)}, nil
 				}

@@ -35,6 +35,10 @@ func (s *session) hkey() string {
 	return s.key
 }
 
+// sessionIDLen is the length of a session id: 32 random bytes, base64url
+// without padding. A cookie value of another length is no session.
+const sessionIDLen = 43
+
 // newSessionID returns 256 random bits, base64url: unguessable, and fresh
 // for every login so that a planted id is never adopted (no fixation).
 func newSessionID() string {

@@ -7,8 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sync"
 	"time"
+
+	"github.com/caddy-bff/caddy-bff/internal/bounded"
 )
 
 // purposeSession binds sealed session cookies to their use.
@@ -23,9 +24,8 @@ type cookieStore struct {
 	idle, lifetime time.Duration // for precomputed identities; 0 = none
 
 	// opened caches recently opened cookies, so the hot path of a busy user
-	// skips the AEAD and JSON work; keyed by the full sealed value, bounded.
-	mu     sync.RWMutex
-	opened map[string]*session
+	// skips the AEAD and JSON work; keyed by the full sealed value.
+	opened *bounded.Map[string, *session]
 }
 
 // maxOpenedCache bounds the opened-cookie cache (entries, not bytes; a
@@ -33,13 +33,11 @@ type cookieStore struct {
 const maxOpenedCache = 4096
 
 func newCookieStore(keys *keyring, ends endings, now func() time.Time) *cookieStore {
-	return &cookieStore{keys: keys, ends: ends, now: now, opened: make(map[string]*session)}
+	return &cookieStore{keys: keys, ends: ends, now: now, opened: bounded.New[string, *session](maxOpenedCache, nil)}
 }
 
 func (cs *cookieStore) load(ctx context.Context, value string) (*session, error) {
-	cs.mu.RLock()
-	s, ok := cs.opened[value]
-	cs.mu.RUnlock()
+	s, ok := cs.opened.Get(value)
 	if !ok {
 		pt, err := cs.keys.open(purposeSession, value)
 		if err != nil {
@@ -57,12 +55,7 @@ func (cs *cookieStore) load(ctx context.Context, value string) (*session, error)
 		if cs.idle > 0 {
 			s.ident = s.identity(cs.idle, cs.lifetime)
 		}
-		cs.mu.Lock()
-		if len(cs.opened) >= maxOpenedCache {
-			clear(cs.opened) // cheap and bounded; the next requests re-open
-		}
-		cs.opened[value] = s
-		cs.mu.Unlock()
+		cs.opened.Put(value, s)
 	}
 	ended, err := cs.ends.ended(ctx, s)
 	if err != nil {

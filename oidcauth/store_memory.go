@@ -35,7 +35,7 @@ type memoryView struct {
 }
 
 func (v memoryView) load(_ context.Context, value string) (*session, error) {
-	if len(value) != 43 { // base64url of 32 bytes
+	if len(value) != sessionIDLen {
 		return nil, errNoSession
 	}
 	key := hashID(value)

@@ -3,11 +3,11 @@ package oidcauth
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caddy-bff/caddy-bff/internal/bounded"
 	"github.com/caddy-bff/caddy-bff/internal/redisconf"
 )
 
@@ -31,8 +31,7 @@ type redisStore struct {
 	// shows at once), but unchanged bytes skip opening and decoding. The
 	// cache is keyed by the id's hash, so only a request carrying the id
 	// itself (a preimage) finds an entry.
-	mu      sync.RWMutex
-	decoded map[string]decodedSession
+	decoded *bounded.Map[string, decodedSession]
 }
 
 type decodedSession struct {
@@ -55,7 +54,7 @@ func (rs *redisStore) keyBySID(sid string) string {
 func (rs *redisStore) load(ctx context.Context, value string) (*session, error) {
 	ctx, cancel := rs.cfg.Ctx(ctx)
 	defer cancel()
-	if len(value) != 43 { // base64url of 32 bytes
+	if len(value) != sessionIDLen {
 		return nil, errNoSession
 	}
 	hkey := hashID(value)
@@ -66,9 +65,7 @@ func (rs *redisStore) load(ctx context.Context, value string) (*session, error) 
 	if err != nil {
 		return nil, err
 	}
-	rs.mu.RLock()
-	d, ok := rs.decoded[hkey]
-	rs.mu.RUnlock()
+	d, ok := rs.decoded.Get(hkey)
 	if ok && d.raw == raw {
 		return d.s, nil
 	}
@@ -79,12 +76,7 @@ func (rs *redisStore) load(ctx context.Context, value string) (*session, error) 
 	if rs.idle > 0 {
 		s.ident = s.identity(rs.idle, rs.lifetime)
 	}
-	rs.mu.Lock()
-	if rs.decoded == nil || len(rs.decoded) >= maxDecoded {
-		rs.decoded = make(map[string]decodedSession)
-	}
-	rs.decoded[hkey] = decodedSession{raw: raw, s: s}
-	rs.mu.Unlock()
+	rs.decoded.Put(hkey, decodedSession{raw: raw, s: s})
 	return s, nil
 }
 

@@ -44,9 +44,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	seen := make(map[string]bool)
-	for d.NextBlock(0) {
+	for n := d.Nesting(); d.NextBlock(n); {
 		name := d.Val()
-		if d.Nesting() > 1 {
+		if d.Nesting() > n+1 {
 			return d.Err("subdirectives take no block")
 		}
 		switch name {

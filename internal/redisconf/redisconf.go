@@ -4,6 +4,7 @@
 package redisconf
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -85,7 +86,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for n := d.Nesting(); d.NextBlock(n); {
 		name := d.Val()
 		if seen[name] {
-			return d.Errf("redis: subdirective %q given twice", name)
+			return d.Errf("redis: subdirective %q given more than once", name)
 		}
 		seen[name] = true
 		switch name {
@@ -220,8 +221,11 @@ func (c *Config) Resolve() (*Resolved, error) {
 	if len(r.KeyPrefix) > maxKeyPrefixLength || strings.ContainsAny(r.KeyPrefix, " \t\r\n") {
 		return nil, fmt.Errorf("redis: key_prefix %q is too long or has white space", r.KeyPrefix)
 	}
-	o.DialTimeout = durOr(c.DialTimeout, DefaultDialTimeout)
-	o.ReadTimeout = durOr(c.ReadTimeout, DefaultReadTimeout)
+	if c.DialTimeout < 0 || c.ReadTimeout < 0 {
+		return nil, errors.New("redis: dial_timeout and read_timeout must be positive")
+	}
+	o.DialTimeout = cmp.Or(time.Duration(c.DialTimeout), DefaultDialTimeout)
+	o.ReadTimeout = cmp.Or(time.Duration(c.ReadTimeout), DefaultReadTimeout)
 	o.WriteTimeout = o.ReadTimeout
 	o.PoolSize = defaultPoolSize
 	o.MaxRetries = 1
@@ -236,13 +240,6 @@ func (c *Config) Resolve() (*Resolved, error) {
 	fmt.Fprintf(h, "%q|%q|%q|%q|%d|%v|%q|%v|%v", o.Addrs, o.MasterName, o.Username, o.Password, o.DB, c.TLS, c.TLSServerName, o.DialTimeout, o.ReadTimeout)
 	r.poolKey = "redis|" + hex.EncodeToString(h.Sum(nil))
 	return r, nil
-}
-
-func durOr(d caddy.Duration, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return time.Duration(d)
 }
 
 var pools = caddy.NewUsagePool()

@@ -17,7 +17,7 @@ func TestUnmarshalAndResolve(t *testing.T) {
 		{"cluster", "redis {\n address 10.0.0.1:7000 10.0.0.2:7000\n}", ""},
 		{"sentinel", "redis {\n address 10.0.0.1:26379\n master_name mymaster\n db 1\n}", ""},
 		{"unknown", "redis {\n hostname x\n}", `unrecognized subdirective "hostname"`},
-		{"twice", "redis {\n db 1\n db 2\n}", `"db" given twice`},
+		{"twice", "redis {\n db 1\n db 2\n}", `"db" given more than once`},
 		{"bad db", "redis {\n db -1\n}", "not a database number"},
 		{"bad duration", "redis {\n read_timeout soon\n}", "read_timeout: bad duration"},
 		{"arg", "redis 127.0.0.1:6379", "wrong argument count"},
