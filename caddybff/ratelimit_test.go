@@ -8,9 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -29,6 +26,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-bff/caddy-bff/internal/problem"
+	"github.com/caddy-bff/caddy-bff/internal/redistest"
 	"github.com/caddy-bff/caddy-bff/oidcauth"
 )
 
@@ -904,80 +902,26 @@ func TestBreaker(t *testing.T) {
 
 // ---- Redis store ----
 
-// testRedis is a redis-server of a test, on 127.0.0.1 only, without
-// persistence, killed at cleanup.
-type testRedis struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	port int
-	addr string
-	cmd  *exec.Cmd
-}
+// startRedis runs redis-server for a test (internal/redistest, the one
+// launcher both modules use).
+func startRedis(t testing.TB) *testRedis { return &testRedis{redistest.Start(t)} }
 
-// startRedis runs redis-server on a free port. Without redis-server the
-// test fails in CI (CI=true) and is skipped, loudly, elsewhere.
-func startRedis(t testing.TB) *testRedis {
+// testRedis adds what these tests ask of the server.
+type testRedis struct{ *redistest.Server }
+
+func (r *testRedis) addr() string { return r.Addr() }
+
+// start restarts the server after stop (an outage), failing the test when
+// it cannot.
+func (r *testRedis) start(t testing.TB) {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server is not installed: apt-get install -y redis-server")
-		}
-		t.Skip("SKIPPED: redis-server is not installed; apt-get install -y redis-server to run the Redis rate limit tests")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if err := r.Start(); err != nil {
 		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	r := &testRedis{t: t, bin: bin, dir: t.TempDir(), port: port, addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *testRedis) start() {
-	r.t.Helper()
-	if r.cmd != nil {
-		return
-	}
-	r.cmd = exec.Command(r.bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(r.port),
-		"--save", "", "--appendonly", "no", "--dir", r.dir,
-		"--logfile", filepath.Join(r.dir, "redis.log"))
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("starting redis-server: %v", err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: r.addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
-	defer c.Close()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for {
-		if c.Ping(context.Background()).Err() == nil {
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-deadline:
-			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-			r.t.Fatalf("redis-server did not answer on %s:\n%s", r.addr, log)
-		}
-	}
-}
-
-// stop kills the server: an outage.
-func (r *testRedis) stop() {
-	if r.cmd != nil {
-		_ = r.cmd.Process.Kill()
-		_ = r.cmd.Wait()
-		r.cmd = nil
 	}
 }
 
 func (r *testRedis) client(t testing.TB) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: r.addr})
+	c := r.Client()
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -1005,7 +949,7 @@ func redisLimitConfig(addr string, extra map[string]any) map[string]any {
 // that expire once the bucket is full again.
 func TestRateLimitRedisShared(t *testing.T) {
 	srv := startRedis(t)
-	cfg := redisLimitConfig(srv.addr, nil)
+	cfg := redisLimitConfig(srv.addr(), nil)
 	gw1, _ := loadRateLimitIn(t, cfg)
 	gw2, _ := loadRateLimitIn(t, cfg)
 
@@ -1042,7 +986,7 @@ func TestRateLimitRedisShared(t *testing.T) {
 	}
 
 	// A limit with other settings (zone) has its own budget.
-	other, _ := loadRateLimitIn(t, redisLimitConfig(srv.addr, map[string]any{"zone": "other"}))
+	other, _ := loadRateLimitIn(t, redisLimitConfig(srv.addr(), map[string]any{"zone": "other"}))
 	if w, _ := rlServe(t, other, alice); w.Code != http.StatusNoContent {
 		t.Fatalf("other zone: status %d", w.Code)
 	}
@@ -1078,7 +1022,7 @@ func TestRateLimitRedisShared(t *testing.T) {
 // spend exactly the burst.
 func TestRateLimitRedisConcurrent(t *testing.T) {
 	srv := startRedis(t)
-	cfg := redisLimitConfig(srv.addr, map[string]any{"rate": "1r/h", "burst": 20})
+	cfg := redisLimitConfig(srv.addr(), map[string]any{"rate": "1r/h", "burst": 20})
 	gws := []*RateLimit{}
 	for range 2 {
 		gw, _ := loadRateLimitIn(t, cfg)
@@ -1104,8 +1048,8 @@ func TestRateLimitRedisConcurrent(t *testing.T) {
 // Redis is back, both limit again without being provisioned anew.
 func TestRateLimitRedisOutage(t *testing.T) {
 	srv := startRedis(t)
-	closed, _ := loadRateLimitIn(t, redisLimitConfig(srv.addr, nil))
-	open, _ := loadRateLimitIn(t, redisLimitConfig(srv.addr, map[string]any{"fail": "open", "zone": "open"}))
+	closed, _ := loadRateLimitIn(t, redisLimitConfig(srv.addr(), nil))
+	open, _ := loadRateLimitIn(t, redisLimitConfig(srv.addr(), map[string]any{"fail": "open", "zone": "open"}))
 	core, logs := observer.New(zapcore.WarnLevel)
 	open.logger = zap.New(core)
 	closedCore, closedLogs := observer.New(zapcore.WarnLevel)
@@ -1119,7 +1063,7 @@ func TestRateLimitRedisOutage(t *testing.T) {
 		}
 	}
 
-	srv.stop()
+	srv.Stop()
 
 	start := time.Now()
 	w, called := rlServe(t, closed, alice)
@@ -1133,7 +1077,7 @@ func TestRateLimitRedisOutage(t *testing.T) {
 	if w.Header().Get("RateLimit") != "" || w.Header().Get("RateLimit-Policy") == "" {
 		t.Fatalf("fail closed: RateLimit %q, RateLimit-Policy %q", w.Header().Get("RateLimit"), w.Header().Get("RateLimit-Policy"))
 	}
-	if strings.Contains(w.Body.String(), srv.addr) || strings.Contains(w.Body.String(), "redis") {
+	if strings.Contains(w.Body.String(), srv.addr()) || strings.Contains(w.Body.String(), "redis") {
 		t.Fatalf("503 body reveals the store: %s", w.Body)
 	}
 	if closedLogs.FilterMessageSnippet("refused").Len() != 1 {
@@ -1170,7 +1114,7 @@ func TestRateLimitRedisOutage(t *testing.T) {
 
 	// Redis comes back empty, on the same address. The clients reconnect
 	// on their own; poll, as a client retrying would.
-	srv.start()
+	srv.start(t)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(10 * time.Second)

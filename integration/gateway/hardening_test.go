@@ -222,7 +222,7 @@ func setACL(t *testing.T, rd *harness.Redis, keys ...string) {
 	for _, k := range keys {
 		args = append(args, "~"+k)
 	}
-	if out, err := rd.Command(args...); err != nil || out != "+OK" {
+	if out, err := rd.Command(args...); err != nil || out != "OK" {
 		t.Fatalf("ACL SETUSER: %q %v", out, err)
 	}
 }

@@ -99,6 +99,7 @@ import (
 
 	"github.com/caddy-bff/caddy-bff/integration/internal/harness"
 	"github.com/caddy-bff/caddy-bff/integration/internal/testop"
+	"github.com/caddy-bff/caddy-bff/internal/redistest"
 )
 
 const (
@@ -818,12 +819,12 @@ func run(ctx context.Context, o options) (res *result, err error) {
 	}
 	store := o.store
 	if o.store == "redis" {
-		raddr, stop, err := startRedis(tmp)
+		rd, err := redistest.New(tmp)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("-store redis: %w", err)
 		}
-		defer stop()
-		store = "redis\n\t\t\tredis {\n\t\t\t\taddress " + raddr + "\n\t\t\t}"
+		defer rd.Stop()
+		store = "redis\n\t\t\tredis {\n\t\t\t\taddress " + rd.Addr() + "\n\t\t\t}"
 	}
 	cfg := caddyfile(admin, store, addrA, addrB, up.addr, op.Issuer(), keyFile)
 	caddyDir := filepath.Join(tmp, "caddy")
@@ -1183,32 +1184,4 @@ func (r *result) print(w io.Writer) {
 		fmt.Fprintf(bw, "  caddy CPU profiles (round 1 of each site, slowed by the profiling): %s\n", filepath.Join(r.Profile, "{a,b}.pprof"))
 	}
 	fmt.Fprintf(bw, "  elapsed %s\n", r.Elapsed)
-}
-
-// startRedis runs Debian's redis-server on a free loopback port, without
-// persistence, for -store redis.
-func startRedis(dir string) (addr string, stop func(), err error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return "", nil, fmt.Errorf("-store redis needs redis-server (apt-get install -y redis-server): %w", err)
-	}
-	addr, err = freeAddr()
-	if err != nil {
-		return "", nil, err
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", dir)
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	for range 200 {
-		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-			c.Close()
-			return addr, stop, nil
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	stop()
-	return "", nil, fmt.Errorf("redis-server did not listen on %s", addr)
 }
