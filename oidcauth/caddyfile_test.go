@@ -3,6 +3,7 @@ package oidcauth
 import (
 	"context"
 	"encoding/json"
+	"github.com/caddy-bff/caddy-bff/internal/adapttest"
 	"strings"
 	"testing"
 
@@ -227,3 +228,7 @@ func FuzzCaddyfile(f *testing.F) {
 		}
 	})
 }
+
+// TestCaddyfileAdapt compares whole Caddyfiles with the JSON they adapt to
+// (or the error they give), as Caddy's own adapt tests do.
+func TestCaddyfileAdapt(t *testing.T) { adapttest.Run(t, "testdata/caddyfile_adapt") }

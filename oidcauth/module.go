@@ -73,10 +73,21 @@ type Handler struct {
 	// session exists.
 	Public []string `json:"public,omitempty"`
 
-	LoginPath             string `json:"login_path,omitempty"`
-	CallbackPath          string `json:"callback_path,omitempty"`
-	LogoutPath            string `json:"logout_path,omitempty"`
-	UserPath              string `json:"user_path,omitempty"`
+	// The path that starts a login (GET, with an optional same-origin
+	// return_to); every login_url of ours points here. Default /auth/login.
+	LoginPath string `json:"login_path,omitempty"`
+	// The redirect URI's path, registered at the provider: the provider
+	// sends the browser back here with the code. Default /auth/callback.
+	CallbackPath string `json:"callback_path,omitempty"`
+	// The path that ends the session (POST only, same origin), revokes the
+	// refresh token and logs out at the provider. Default /auth/logout.
+	LogoutPath string `json:"logout_path,omitempty"`
+	// The path that answers the user's profile as JSON, never a token
+	// (GET; ?touch=false keeps the idle timeout). Default /auth/user.
+	UserPath string `json:"user_path,omitempty"`
+	// The back-channel logout URI registered at the provider, which POSTs
+	// logout tokens here (OpenID Connect Back-Channel Logout 1.0).
+	// Default /auth/backchannel-logout.
 	BackchannelLogoutPath string `json:"backchannel_logout_path,omitempty"`
 	// Where to send the user after logout when the provider has no
 	// end_session_endpoint; also the post_logout_redirect_uri (made

@@ -2,8 +2,7 @@ package scopeauthz
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
+	"github.com/caddy-bff/caddy-bff/internal/adapttest"
 	"regexp"
 	"slices"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // caddyfileCases are Caddyfile snippets and the error each must give, from
@@ -150,37 +148,7 @@ func FuzzCaddyfile(f *testing.F) {
 
 // TestCaddyfileAdapt compares whole Caddyfiles with the JSON they adapt to
 // (or the error they give), as Caddy's own adapt tests do.
-func TestCaddyfileAdapt(t *testing.T) {
-	paths, err := filepath.Glob("testdata/caddyfile_adapt/*.caddyfiletest")
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no adapt tests: %v", err)
-	}
-	newlines := regexp.MustCompile(`\r?\n`)
-	for _, path := range paths {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			data, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			parts := strings.SplitN(string(data), "----------", 2)
-			if len(parts) != 2 {
-				t.Fatal("no ---------- separator")
-			}
-			input := strings.TrimSpace(parts[0]) + "\n"
-			expected := newlines.ReplaceAllString(strings.TrimSpace(parts[1]), "\n")
-			if strings.HasPrefix(expected, "{") {
-				if !caddytest.CompareAdapt(t, path, input, "caddyfile", expected) {
-					t.Error("adapted JSON differs")
-				}
-				return
-			}
-			_, _, err = caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
-			if err == nil || !strings.Contains(err.Error(), expected) {
-				t.Errorf("adapt error = %v, want it to contain %q", err, expected)
-			}
-		})
-	}
-}
+func TestCaddyfileAdapt(t *testing.T) { adapttest.Run(t, "testdata/caddyfile_adapt") }
 
 // TestDirectiveOrder: listed backwards, the directives still run in the
 // chain's order: oidc_auth, scope_authz, then forward_auth and the proxy.
