@@ -227,9 +227,9 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// Caddy is a running Caddy process.
-type Caddy struct {
-	t    testing.TB
+// Process is a running caddy, without a testing.TB: the tests' Caddy
+// wraps it, and the load benchmark runs one as it is.
+type Process struct {
 	cmd  *exec.Cmd
 	dir  string
 	file string
@@ -241,93 +241,78 @@ type Caddy struct {
 	stopOnce sync.Once
 }
 
-// StartCaddy writes caddyfile to a fresh t.TempDir(), runs
-// `bin run --config FILE --adapter caddyfile` with its own HOME and XDG
-// directories and the extra environment variables env ("K=V"), and
-// returns once Caddy logs that it serves the config (it logs that only
-// after every server listens). The test fails, with Caddy's output, if
-// Caddy exits or does not get there within StartTimeout. The process is
-// stopped on t.Cleanup.
-func StartCaddy(t testing.TB, bin, caddyfile string, env ...string) *Caddy {
-	t.Helper()
-	dir := t.TempDir()
+// Run writes caddyfile to dir and runs `bin run --config FILE --adapter
+// caddyfile` there, with HOME and the XDG directories moved under dir (so
+// Caddy's data, config and autosave stay out of the user's) and the extra
+// environment variables env ("K=V"). It returns once the process started;
+// readiness is the caller's to check (WaitLog, or polling the sites).
+func Run(bin, dir, caddyfile string, env ...string) (*Process, error) {
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(caddyfile), 0o600); err != nil {
-		t.Fatalf("writing Caddyfile: %v", err)
+		return nil, fmt.Errorf("writing Caddyfile: %w", err)
 	}
 	environ, err := isolatedEnv(dir, env)
 	if err != nil {
-		t.Fatalf("caddy env: %v", err)
+		return nil, fmt.Errorf("caddy env: %w", err)
 	}
-	c := &Caddy{t: t, dir: dir, file: file, logs: newSyncBuffer(), done: make(chan struct{})}
-	c.cmd = exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
-	c.cmd.Dir = dir
-	c.cmd.Env = environ
-	c.cmd.Stdout = c.logs
-	c.cmd.Stderr = c.logs
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("starting caddy: %v", err)
+	p := &Process{dir: dir, file: file, logs: newSyncBuffer(), done: make(chan struct{})}
+	p.cmd = exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
+	p.cmd.Dir = dir
+	p.cmd.Env = environ
+	p.cmd.Stdout = p.logs
+	p.cmd.Stderr = p.logs
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting caddy: %w", err)
 	}
 	go func() {
-		c.waitErr = c.cmd.Wait()
-		close(c.done)
-		c.logs.mu.Lock()
-		c.logs.cond.Broadcast()
-		c.logs.mu.Unlock()
+		p.waitErr = p.cmd.Wait()
+		close(p.done)
+		p.logs.mu.Lock()
+		p.logs.cond.Broadcast()
+		p.logs.mu.Unlock()
 	}()
-	t.Cleanup(c.Stop)
-
-	if !c.waitFor(func(s string) bool { return strings.Contains(s, "serving initial configuration") }, StartTimeout) {
-		select {
-		case <-c.done:
-			t.Fatalf("caddy exited before serving (%v):\n%s", c.waitErr, c.Logs())
-		default:
-			c.Stop()
-			t.Fatalf("caddy did not serve within %v:\n%s", StartTimeout, c.Logs())
-		}
-	}
-	return c
+	return p, nil
 }
 
 // waitFor blocks until cond holds for the logs, the process exits, or the timeout passes.
-func (c *Caddy) waitFor(cond func(string) bool, timeout time.Duration) bool {
+func (p *Process) waitFor(cond func(string) bool, timeout time.Duration) bool {
 	timer := time.AfterFunc(timeout, func() {
-		c.logs.mu.Lock()
-		c.logs.cond.Broadcast()
-		c.logs.mu.Unlock()
+		p.logs.mu.Lock()
+		p.logs.cond.Broadcast()
+		p.logs.mu.Unlock()
 	})
 	defer timer.Stop()
 	deadline := time.Now().Add(timeout)
-	c.logs.mu.Lock()
-	defer c.logs.mu.Unlock()
+	p.logs.mu.Lock()
+	defer p.logs.mu.Unlock()
 	for {
-		if cond(c.logs.buf.String()) {
+		if cond(p.logs.buf.String()) {
 			return true
 		}
 		select {
-		case <-c.done:
-			return cond(c.logs.buf.String())
+		case <-p.done:
+			return cond(p.logs.buf.String())
 		default:
 		}
 		if !time.Now().Before(deadline) {
 			return false
 		}
-		c.logs.cond.Wait()
+		p.logs.cond.Wait()
 	}
 }
 
 // WaitLog waits until Caddy's output contains substr, at most timeout.
-func (c *Caddy) WaitLog(substr string, timeout time.Duration) bool {
-	return c.waitFor(func(s string) bool { return strings.Contains(s, substr) }, timeout)
+func (p *Process) WaitLog(substr string, timeout time.Duration) bool {
+	return p.waitFor(func(s string) bool { return strings.Contains(s, substr) }, timeout)
 }
 
 // Logs returns everything Caddy wrote to stdout and stderr so far.
-func (c *Caddy) Logs() string { return c.logs.String() }
+func (p *Process) Logs() string { return p.logs.String() }
 
 // LogEntries parses Caddy's JSON log lines (others are skipped).
-func (c *Caddy) LogEntries() []map[string]any {
+func (p *Process) LogEntries() []map[string]any {
 	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(c.Logs()))
+	sc := bufio.NewScanner(strings.NewReader(p.Logs()))
 	sc.Buffer(make([]byte, 0, 64*1024), 4<<20)
 	for sc.Scan() {
 		line := bytes.TrimSpace(sc.Bytes())
@@ -342,34 +327,82 @@ func (c *Caddy) LogEntries() []map[string]any {
 	return out
 }
 
-// Dir is the process's working directory (the t.TempDir() holding the Caddyfile).
-func (c *Caddy) Dir() string { return c.dir }
+// Dir is the process's working directory (the one holding the Caddyfile).
+func (p *Process) Dir() string { return p.dir }
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // Exited reports whether the process has ended.
-func (c *Caddy) Exited() bool {
+func (p *Process) Exited() bool {
 	select {
-	case <-c.done:
+	case <-p.done:
 		return true
 	default:
 		return false
 	}
 }
 
+// Err is how the process ended (nil while it runs or after a clean exit).
+func (p *Process) Err() error {
+	if !p.Exited() {
+		return nil
+	}
+	return p.waitErr
+}
+
 // Stop interrupts Caddy (SIGINT, its graceful stop), kills it if it has
-// not exited within 10s, and waits. It fails the test if Caddy's output
-// holds a data race report (a -race build). It is safe to call more than
-// once; StartCaddy registers it with t.Cleanup.
-func (c *Caddy) Stop() {
-	c.stopOnce.Do(func() {
-		if !c.Exited() {
-			_ = c.cmd.Process.Signal(syscall.SIGINT)
+// not exited within 10s, and waits. It is safe to call more than once.
+func (p *Process) Stop() {
+	p.stopOnce.Do(func() {
+		if !p.Exited() {
+			_ = p.cmd.Process.Signal(syscall.SIGINT)
 			select {
-			case <-c.done:
+			case <-p.done:
 			case <-time.After(10 * time.Second):
-				_ = c.cmd.Process.Kill()
-				<-c.done
+				_ = p.cmd.Process.Kill()
+				<-p.done
 			}
 		}
+	})
+}
+
+// Caddy is a running Caddy process of a test.
+type Caddy struct {
+	*Process
+	t         testing.TB
+	raceCheck sync.Once
+}
+
+// StartCaddy runs caddyfile (see Run) in a fresh t.TempDir() and returns
+// once Caddy logs that it serves the config (it logs that only after every
+// server listens). The test fails, with Caddy's output, if Caddy exits or
+// does not get there within StartTimeout. The process is stopped on
+// t.Cleanup.
+func StartCaddy(t testing.TB, bin, caddyfile string, env ...string) *Caddy {
+	t.Helper()
+	p, err := Run(bin, t.TempDir(), caddyfile, env...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Caddy{Process: p, t: t}
+	t.Cleanup(c.Stop)
+	if !c.waitFor(func(s string) bool { return strings.Contains(s, "serving initial configuration") }, StartTimeout) {
+		if c.Exited() {
+			t.Fatalf("caddy exited before serving (%v):\n%s", c.waitErr, c.Logs())
+		}
+		c.Stop()
+		t.Fatalf("caddy did not serve within %v:\n%s", StartTimeout, c.Logs())
+	}
+	return c
+}
+
+// Stop stops the process (see Process.Stop) and fails the test if
+// Caddy's output holds a data race report (a -race build). StartCaddy
+// registers it with t.Cleanup.
+func (c *Caddy) Stop() {
+	c.Process.Stop()
+	c.raceCheck.Do(func() {
 		if logs := c.Logs(); strings.Contains(logs, "WARNING: DATA RACE") {
 			c.t.Errorf("caddy reported a data race:\n%s", logs)
 		}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// Output.
+
+func (r *result) print(w io.Writer) {
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
+	fmt.Fprintf(bw, "\ncaddy-bff loadbench: %d rounds × %s per site (after 1s warm-up each), %d connections, loopback\n",
+		r.Rounds, r.Duration, r.Conns)
+	fmt.Fprintf(bw, "  %d CPUs; GOMAXPROCS: load generator + upstream %d, caddy %s\n\n", r.NumCPU, r.GOMAXPROCS, r.CaddyEnv)
+	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  site\tchain\treq/s\tp50\tp99\tCPU/req: caddy\tloadgen+upstream\trounds (req/s)")
+	for _, s := range []struct {
+		name string
+		s    siteSummary
+	}{{"A", r.A}, {"B", r.B}} {
+		cpu, self := "n/a", "n/a"
+		if s.s.CPUPerReqUS > 0 {
+			cpu = fmt.Sprintf("%.1fµs", s.s.CPUPerReqUS)
+			self = fmt.Sprintf("%.1fµs", s.s.SelfPerReqUS)
+		}
+		var rounds []string
+		for _, v := range s.s.RPS {
+			rounds = append(rounds, strconv.FormatFloat(v, 'f', 0, 64))
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%.0f\t%.2fms\t%.2fms\t%s\t%s\t%s\n", s.name, s.s.Label, s.s.MedianRPS, s.s.P50ms, s.s.P99ms, cpu, self, strings.Join(rounds, " "))
+	}
+	_ = tw.Flush()
+	verdict := "meets the target (≥ 0.90)"
+	switch {
+	case r.Ratio >= r.Aim:
+		verdict = "meets the aim (≥ 0.95)"
+	case r.Ratio < r.Target:
+		verdict = "BELOW the target (0.90)"
+	}
+	fmt.Fprintf(bw, "\n  throughput ratio B/A (medians): %.3f — %s\n", r.Ratio, verdict)
+	var pr []string
+	for _, p := range r.PairRatios {
+		pr = append(pr, strconv.FormatFloat(p, 'f', 3, 64))
+	}
+	fmt.Fprintf(bw, "  per-round ratios: %s\n", strings.Join(pr, " "))
+	if r.CPURatio > 0 {
+		fmt.Fprintf(bw, "  caddy CPU per request B/A: %.2f×\n", r.CPURatio)
+	}
+	if r.OtherLoad >= 0.10 {
+		fmt.Fprintf(bw, "  WARNING: other processes used up to %.0f%% of the CPUs during a round; the numbers are noisy\n", 100*r.OtherLoad)
+	}
+	if r.Profile != "" {
+		fmt.Fprintf(bw, "  caddy CPU profiles (round 1 of each site, slowed by the profiling): %s\n", filepath.Join(r.Profile, "{a,b}.pprof"))
+	}
+	fmt.Fprintf(bw, "  elapsed %s\n", r.Elapsed)
+}
