@@ -38,12 +38,9 @@ const authzPolicy = `scope_authz {
 // /api is a 404, so only scope_authz's route reaches the upstream.
 func startAuthzGW(t *testing.T) *gw {
 	t.Helper()
-	bin := harness.MustBuildCaddy(t)
-	op := startOP(t, 0)
-	up := harness.NewUpstream(t)
-	addr := harness.FreeAddr(t)
-	g := &gw{t: t, op: op, up: up, addr: addr, base: "http://" + addr, bin: bin}
-	g.cfg = harness.Caddyfile(fmt.Sprintf(`http://%[1]s {
+	key := writeSigningKey(t)
+	return startSiteGW(t, func(addr, issuer, upstream string) string {
+		return fmt.Sprintf(`http://%[1]s {
 	oidc_auth {
 		issuer %[2]s
 		client_id bff
@@ -72,7 +69,22 @@ func startAuthzGW(t *testing.T) *gw {
 		respond "not found" 404
 	}
 }
-`, addr, op.Issuer(), up.Addr(), writeSigningKey(t), authzPolicy))
+`, addr, issuer, upstream, key, authzPolicy)
+	})
+}
+
+// startSiteGW runs our caddy with the site site(addr, issuer, upstream)
+// writes, for the test provider (client bff, its secret in
+// OIDC_CLIENT_SECRET) and a recording upstream, session key A in
+// SESSION_KEY.
+func startSiteGW(t *testing.T, site func(addr, issuer, upstream string) string) *gw {
+	t.Helper()
+	bin := harness.MustBuildCaddy(t)
+	op := startOP(t, 0)
+	up := harness.NewUpstream(t)
+	addr := harness.FreeAddr(t)
+	g := &gw{t: t, op: op, up: up, addr: addr, base: "http://" + addr, bin: bin}
+	g.cfg = harness.Caddyfile(site(addr, op.Issuer(), up.Addr()))
 	g.env = []string{"OIDC_CLIENT_SECRET=" + op.ClientSecret(), "SESSION_KEY=" + sessionKeyA}
 	g.caddy = harness.StartCaddy(t, bin, g.cfg, g.env...)
 	return g
@@ -657,12 +669,8 @@ const broadPolicy = `scope_authz {
 // never step around the admin rule to the broad one. Case variants are
 // matched by the admin rule (403); the rest are refused before any rule.
 func TestPathSpellingsCannotSidestepPolicy(t *testing.T) {
-	bin := harness.MustBuildCaddy(t)
-	op := startOP(t, 0)
-	up := harness.NewUpstream(t)
-	addr := harness.FreeAddr(t)
-	g := &gw{t: t, op: op, up: up, addr: addr, base: "http://" + addr, bin: bin}
-	g.cfg = harness.Caddyfile(fmt.Sprintf(`http://%[1]s {
+	g := startSiteGW(t, func(addr, issuer, upstream string) string {
+		return fmt.Sprintf(`http://%[1]s {
 	oidc_auth {
 		issuer %[2]s
 		client_id bff
@@ -683,9 +691,8 @@ func TestPathSpellingsCannotSidestepPolicy(t *testing.T) {
 		respond "not found" 404
 	}
 }
-`, addr, op.Issuer(), up.Addr(), broadPolicy))
-	g.env = []string{"OIDC_CLIENT_SECRET=" + op.ClientSecret(), "SESSION_KEY=" + sessionKeyA}
-	g.caddy = harness.StartCaddy(t, bin, g.cfg, g.env...)
+`, addr, issuer, upstream, broadPolicy)
+	})
 	reader := g.cookieHeader(g.reader())
 	g.up.Reset()
 
