@@ -539,7 +539,17 @@ func TestWebSocketOrigin(t *testing.T) {
 		if err != nil {
 			t.Fatalf("same-origin WebSocket with the session: %v", err)
 		}
-		defer ws.Close()
+		defer func() {
+			// Let the proxied connection end before caddy stops: Caddy
+			// 2.11.9's reverse_proxy races with itself (hijackedConn's byte
+			// count) when it closes an upgraded connection at shutdown
+			// while that connection's copier still runs.
+			_ = ws.Close()
+			if !g.up.WaitWebSocketsClosed(5 * time.Second) {
+				t.Error("the proxied WebSocket did not close")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}()
 		_ = ws.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := ws.Write([]byte("ping")); err != nil {
 			t.Fatal(err)

@@ -8,7 +8,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/net/websocket"
 )
@@ -48,6 +50,19 @@ type Upstream struct {
 	mu       sync.Mutex
 	requests []Request
 	handler  http.Handler
+	// websockets counts the echo connections still open.
+	websockets atomic.Int32
+}
+
+// WaitWebSocketsClosed waits until every WebSocket echo connection has
+// ended, at most timeout, and reports whether they had.
+func (u *Upstream) WaitWebSocketsClosed(timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if u.websockets.Load() == 0 {
+			return true
+		}
+	}
+	return u.websockets.Load() == 0
 }
 
 // NewUpstream starts an upstream, closed on t.Cleanup.
@@ -80,6 +95,8 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	u.mu.Unlock()
 	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		// A WebSocket echo: what the client sends comes back.
+		u.websockets.Add(1)
+		defer u.websockets.Add(-1)
 		websocket.Server{Handler: func(ws *websocket.Conn) { _, _ = io.Copy(ws, ws) }}.ServeHTTP(w, r)
 		return
 	}
