@@ -173,9 +173,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	if sid, ok := idClaims["sid"].(string); ok {
 		s.SID = sid
 	}
-	if !tok.Expiry.IsZero() {
-		s.TokenExpiry = tok.Expiry.Unix()
-	}
+	s.setTokenExpiry(tok)
 	s.key = hashID(s.ID)
 	value, err := h.store.save(r.Context(), s, true, s.end(h.idle, h.lifetime))
 	if err != nil {

@@ -654,7 +654,7 @@ func isNavigation(r *http.Request) bool {
 }
 
 func (h *Handler) needsRefresh(s *session, now time.Time) bool {
-	return s.TokenExpiry > 0 && s.RefreshToken != "" && !now.Add(h.skew).Before(time.Unix(s.TokenExpiry, 0))
+	return s.TokenExpiry > 0 && s.RefreshToken != "" && !now.Add(s.refreshSkew(h.skew)).Before(time.Unix(s.TokenExpiry, 0))
 }
 
 // providerCtx bounds a provider call made on behalf of r: it survives the

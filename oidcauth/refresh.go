@@ -172,10 +172,7 @@ func (h *Handler) doRefresh(ctx context.Context, r *http.Request, s *session) (r
 	if tok.RefreshToken != "" {
 		ns.RefreshToken = tok.RefreshToken
 	}
-	ns.TokenExpiry = 0
-	if !tok.Expiry.IsZero() {
-		ns.TokenExpiry = tok.Expiry.Unix()
-	}
+	ns.setTokenExpiry(tok)
 	if rawID, _ := tok.Extra("id_token").(string); rawID != "" {
 		// OpenID Connect Core §12.2: a refreshed ID token must name the
 		// same subject; its nonce, if any, is not checked again.

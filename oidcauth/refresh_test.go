@@ -117,6 +117,22 @@ func TestNeedsRefresh(t *testing.T) {
 			t.Errorf("%s before expiry: needsRefresh = %v, want %v", exp.Sub(tc.at), got, tc.want)
 		}
 	}
+	// A token shorter-lived than twice the skew refreshes at half its
+	// life, not from the moment it is issued.
+	short := *s
+	short.TokenLife = 20
+	for _, tc := range []struct {
+		at   time.Time
+		want bool
+	}{
+		{exp.Add(-19 * time.Second), false},
+		{exp.Add(-11 * time.Second), false},
+		{exp.Add(-10 * time.Second), true},
+	} {
+		if got := h.needsRefresh(&short, tc.at); got != tc.want {
+			t.Errorf("20s token, %s before expiry: needsRefresh = %v, want %v", exp.Sub(tc.at), got, tc.want)
+		}
+	}
 	noRefresh := *s
 	noRefresh.RefreshToken = ""
 	if h.needsRefresh(&noRefresh, exp) {

@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/caddy-bff/caddy-bff/internal/claims"
 )
 
@@ -20,6 +22,7 @@ type session struct {
 	RefreshToken string         `json:"rt,omitempty"`
 	IDToken      string         `json:"it,omitempty"`
 	TokenExpiry  int64          `json:"ax,omitempty"` // unix seconds; 0 = unknown
+	TokenLife    int64          `json:"al,omitempty"` // the access token's lifetime when issued, seconds; 0 = unknown
 	Created      int64          `json:"ct"`           // unix milliseconds
 	LastSeen     int64          `json:"ls"`           // unix milliseconds
 
@@ -52,6 +55,33 @@ func newSessionID() string {
 func hashID(id string) string {
 	sum := sha256.Sum256([]byte("caddy-bff session\x00" + id))
 	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// setTokenExpiry records when the access token of tok expires and how
+// long it lived when issued (oauth2 computes Expiry from expires_in by the
+// real clock, at receipt).
+func (s *session) setTokenExpiry(tok *oauth2.Token) {
+	s.TokenExpiry, s.TokenLife = 0, 0
+	if tok.Expiry.IsZero() {
+		return
+	}
+	s.TokenExpiry = tok.Expiry.Unix()
+	s.TokenLife = tok.ExpiresIn
+	if s.TokenLife <= 0 {
+		s.TokenLife = max(int64(time.Until(tok.Expiry).Round(time.Second)/time.Second), 0)
+	}
+}
+
+// refreshSkew is how long before the access token's expiry a request
+// refreshes it: refresh_skew, but at most half the token's lifetime, so a
+// short-lived token (20 s, with the default 30 s skew) is not "about to
+// expire" from the moment it is issued, which would refresh on every
+// request.
+func (s *session) refreshSkew(skew time.Duration) time.Duration {
+	if s.TokenLife > 0 {
+		return min(skew, time.Duration(s.TokenLife)*time.Second/2)
+	}
+	return skew
 }
 
 // expiresAt is the absolute end of the session (its lifetime).

@@ -752,9 +752,38 @@ func TestHeaderStripping(t *testing.T) {
 	}
 }
 
+// A token shorter-lived than the skew (20s, default refresh_skew 30s) is
+// refreshed at half its life, not on every request from the moment it is
+// issued (issue 11: 6 refresh-and-rotate calls in 6s were measured).
+func TestShortTokensDoNotStormTheProvider(t *testing.T) {
+	g := startGW(t, gwOpts{accessTTL: 20 * time.Second, tokenMode: "access_token"})
+	c := g.admin()
+	g.op.ResetStats()
+	for range 12 {
+		if r := get(t, c, g.base+"/api/a"); r.StatusCode != 200 {
+			t.Fatalf("%d", r.StatusCode)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if n := g.op.TokenCalls(testop.GrantRefreshToken); n != 0 {
+		t.Fatalf("%d refresh calls in 6s of a 20s token's life, want 0", n)
+	}
+	// Past half its life it is refreshed, once.
+	time.Sleep(5 * time.Second)
+	for range 3 {
+		if r := get(t, c, g.base+"/api/b"); r.StatusCode != 200 {
+			t.Fatalf("%d", r.StatusCode)
+		}
+	}
+	if n := g.op.TokenCalls(testop.GrantRefreshToken); n != 1 {
+		t.Fatalf("%d refresh calls after half the token's life, want 1", n)
+	}
+}
+
 func TestRefresh(t *testing.T) {
-	// Tokens live 6s (expires_in may round down to 5s); refresh_skew 4s
-	// makes them due for refresh 1-2s after they are issued.
+	// Tokens live 6s (expires_in may round down to 5s); the effective skew
+	// is min(refresh_skew 4s, half the lifetime): due for refresh 2.5-3s
+	// after they are issued.
 	g := startGW(t, gwOpts{accessTTL: 6 * time.Second, skew: "4s", tokenMode: "access_token"})
 	c := g.admin()
 	r := get(t, c, g.base+"/api/a")
@@ -762,7 +791,7 @@ func TestRefresh(t *testing.T) {
 	if r.StatusCode != 200 || first.BearerToken() == "" {
 		t.Fatalf("%d", r.StatusCode)
 	}
-	time.Sleep(2500 * time.Millisecond) // within refresh_skew of expiry
+	time.Sleep(3500 * time.Millisecond) // within the skew of expiry
 	g.op.ResetStats()
 	// Many requests race the refresh; exactly one refresh happens.
 	errs := make(chan int, 20)
@@ -783,7 +812,7 @@ func TestRefresh(t *testing.T) {
 	}
 	// invalid_grant ends the session at once, though the access token is
 	// still valid (TestInvalidGrantEndsSession covers every store).
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(3500 * time.Millisecond)
 	g.op.RevokeRefreshTokens(testop.AdminUsername)
 	if r := get(t, c, g.base+"/api/c"); r.StatusCode != 401 {
 		t.Fatalf("invalid_grant with a still-valid access token: %d, want 401", r.StatusCode)
