@@ -3,13 +3,14 @@ package caddybff
 import (
 	"crypto/rsa"
 	"encoding/json"
-	"github.com/caddy-bff/caddy-bff/internal/adapttest"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/caddy-bff/caddy-bff/internal/adapttest"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )

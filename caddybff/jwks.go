@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddy-bff/caddy-bff/internal/problem"
 	"github.com/caddy-bff/caddy-bff/internal/requestid"
+	"github.com/caddy-bff/caddy-bff/internal/signkey"
 )
 
 const (
@@ -75,17 +76,17 @@ func (j *JWKS) Provision(caddy.Context) error {
 	set := jose.JSONWebKeySet{}
 	j.kids = j.kids[:0]
 	add := func(name, v string) error {
-		k, err := loadSigningKey(v, true)
+		k, err := signkey.Load(v, true)
 		if err != nil {
 			return fmt.Errorf("bff_jwks: %s: %w", name, err)
 		}
 		for _, kid := range j.kids {
-			if kid == k.kid {
+			if kid == k.KID {
 				return fmt.Errorf("bff_jwks: %s is a key listed before (kid %s)", name, kid)
 			}
 		}
-		j.kids = append(j.kids, k.kid)
-		set.Keys = append(set.Keys, k.jwk())
+		j.kids = append(j.kids, k.KID)
+		set.Keys = append(set.Keys, k.JWK())
 		return nil
 	}
 	if err := add("signing_key", j.SigningKey); err != nil {

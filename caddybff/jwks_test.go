@@ -61,8 +61,8 @@ func TestJWKSPublishesPublicKeys(t *testing.T) {
 	if err := json.Unmarshal(w.Body.Bytes(), &set); err != nil {
 		t.Fatal(err)
 	}
-	if len(set.Key(tok.key.kid)) != 1 {
-		t.Errorf("bff_token kid %s not in the key set", tok.key.kid)
+	if len(set.Key(tok.key.KID)) != 1 {
+		t.Errorf("bff_token kid %s not in the key set", tok.key.KID)
 	}
 }
 

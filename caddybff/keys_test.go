@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddy-bff/caddy-bff/internal/signkey"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -61,7 +62,7 @@ func TestLoadSigningKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			key, err := loadSigningKey(tt.value, tt.allowPublic)
+			key, err := signkey.Load(tt.value, tt.allowPublic)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error = %v, want it to contain %q", err, tt.wantErr)
@@ -75,14 +76,14 @@ func TestLoadSigningKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if key.alg() != tt.alg {
-				t.Errorf("alg = %s, want %s", key.alg(), tt.alg)
+			if key.Alg() != tt.alg {
+				t.Errorf("alg = %s, want %s", key.Alg(), tt.alg)
 			}
-			if (key.private != nil) != tt.private {
-				t.Errorf("private = %v, want %v", key.private != nil, tt.private)
+			if (key.Private != nil) != tt.private {
+				t.Errorf("private = %v, want %v", key.Private != nil, tt.private)
 			}
-			if raw, err := base64.RawURLEncoding.DecodeString(key.kid); err != nil || len(raw) != 32 {
-				t.Errorf("kid %q is not a base64url SHA-256 thumbprint", key.kid)
+			if raw, err := base64.RawURLEncoding.DecodeString(key.KID); err != nil || len(raw) != 32 {
+				t.Errorf("kid %q is not a base64url SHA-256 thumbprint", key.KID)
 			}
 		})
 	}
@@ -101,14 +102,14 @@ func TestKIDIsStableAcrossForms(t *testing.T) {
 	for _, group := range forms {
 		var kid string
 		for i, v := range group {
-			key, err := loadSigningKey(v, true)
+			key, err := signkey.Load(v, true)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if i == 0 {
-				kid = key.kid
-			} else if key.kid != kid {
-				t.Errorf("form %d: kid %s, want %s", i, key.kid, kid)
+				kid = key.KID
+			} else if key.KID != kid {
+				t.Errorf("form %d: kid %s, want %s", i, key.KID, kid)
 			}
 		}
 		if seen[kid] {
@@ -124,12 +125,12 @@ func TestThumbprintRFC7638(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := newSigningKey(&rsa.PublicKey{N: new(big.Int).SetBytes(n), E: 65537})
+	key, err := signkey.New(&rsa.PublicKey{N: new(big.Int).SetBytes(n), E: 65537})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"; key.kid != want {
-		t.Errorf("kid = %s, want %s", key.kid, want)
+	if want := "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"; key.KID != want {
+		t.Errorf("kid = %s, want %s", key.KID, want)
 	}
 }
 
@@ -149,7 +150,7 @@ func TestSigningKeyErrorsNeverEchoTheKey(t *testing.T) {
 		{"missing relative file", "./keys/no-such.pem", "./keys/no-such.pem", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := loadSigningKey(tc.value, false)
+			_, err := signkey.Load(tc.value, false)
 			if err == nil {
 				t.Fatal("accepted")
 			}

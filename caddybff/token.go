@@ -16,6 +16,7 @@ import (
 	"github.com/caddy-bff/caddy-bff/internal/metrics"
 	"github.com/caddy-bff/caddy-bff/internal/problem"
 	"github.com/caddy-bff/caddy-bff/internal/requestid"
+	"github.com/caddy-bff/caddy-bff/internal/signkey"
 	"github.com/caddy-bff/caddy-bff/oidcauth"
 )
 
@@ -143,7 +144,7 @@ type Token struct {
 
 	logger *zap.Logger
 	source tokenSource
-	key    *signingKey
+	key    *signkey.Key
 	cache  *tokenCache
 
 	// now is the clock; tests replace it after Provision.
@@ -174,7 +175,7 @@ func (t *Token) Provision(ctx caddy.Context) error {
 	case modeMint:
 		src := newMintSource(t)
 		if t.SigningKey != "" {
-			key, err := loadSigningKey(t.SigningKey, false)
+			key, err := signkey.Load(t.SigningKey, false)
 			if err != nil {
 				return fmt.Errorf("bff_token: signing_key: %w", err)
 			}

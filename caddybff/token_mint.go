@@ -154,9 +154,9 @@ func (m *mintSource) mint(id *oidcauth.Identity, iss string, scopes []string, no
 			claims[name] = v
 		}
 	}
-	tok := jwt.NewWithClaims(t.key.method, claims)
-	tok.Header["kid"] = t.key.kid
-	signed, err := tok.SignedString(t.key.private)
+	tok := jwt.NewWithClaims(t.key.Method, claims)
+	tok.Header["kid"] = t.key.KID
+	signed, err := tok.SignedString(t.key.Private)
 	if err != nil {
 		// Signing errors describe the key type or claim encoding, never
 		// the token.
@@ -168,7 +168,7 @@ func (m *mintSource) mint(id *oidcauth.Identity, iss string, scopes []string, no
 	}
 	if ce := t.logger.Check(zapcore.DebugLevel, "minted token"); ce != nil {
 		ce.Write(zap.String("sub", id.Subject), zap.String("aud", t.Audience),
-			zap.String("kid", t.key.kid), zap.Time("exp", exp))
+			zap.String("kid", t.key.KID), zap.Time("exp", exp))
 	}
 	return &cachedToken{
 		header:    "Bearer " + signed,

@@ -113,8 +113,8 @@ func TestMintVerifiesWithPublishedKey(t *testing.T) {
 			if parsed.Method.Alg() != tt.alg || parsed.Header["typ"] != "JWT" {
 				t.Errorf("header = %v, want alg %s, typ JWT", parsed.Header, tt.alg)
 			}
-			if kid := parsed.Header["kid"]; kid != tok.key.kid || kid != jwks.kids[0] {
-				t.Errorf("kid %v, want %s (bff_jwks %s)", kid, tok.key.kid, jwks.kids[0])
+			if kid := parsed.Header["kid"]; kid != tok.key.KID || kid != jwks.kids[0] {
+				t.Errorf("kid %v, want %s (bff_jwks %s)", kid, tok.key.KID, jwks.kids[0])
 			}
 			exp, _ := claims.GetExpirationTime()
 			iat, _ := claims.GetIssuedAt()

@@ -1,4 +1,10 @@
-package caddybff
+// Package signkey loads the private and public keys caddy-bff signs and
+// verifies JWTs with (bff_token's minted tokens, bff_jwks' key set,
+// oidc_auth's RFC 7523 client assertions): PEM text or a file path,
+// EC P-256, RSA of 2048 bits or more, or Ed25519, each with its JWS
+// algorithm and its RFC 7638 thumbprint as key id. Errors never echo a
+// value that may be the key itself.
+package signkey
 
 import (
 	"crypto"
@@ -33,24 +39,24 @@ const minRSABits = 2048
 // memory.
 const maxKeyFileSize = 1 << 20
 
-// signingKey is a parsed key of bff_token and bff_jwks. Both derive kid the
-// same way from the public key, so a token's kid always names its JWK.
-type signingKey struct {
-	// private signs; nil when only the public key was given (bff_jwks).
-	private crypto.PrivateKey
-	public  crypto.PublicKey
-	method  jwt.SigningMethod
-	// kid is the RFC 7638 JWK SHA-256 thumbprint of public, base64url
+// Key is a parsed key. Every user derives the key id the same way from
+// the public key, so a token's kid always names its JWK.
+type Key struct {
+	// Private signs; nil when only the public key was given (bff_jwks).
+	Private crypto.PrivateKey
+	Public  crypto.PublicKey
+	Method  jwt.SigningMethod
+	// KID is the RFC 7638 JWK SHA-256 thumbprint of Public, base64url
 	// without padding.
-	kid string
+	KID string
 }
 
-// alg is the JWS "alg" (RFC 7518 §3.1) the key signs with.
-func (k *signingKey) alg() string { return k.method.Alg() }
+// Alg is the JWS "alg" (RFC 7518 §3.1) the key signs with.
+func (k *Key) Alg() string { return k.Method.Alg() }
 
-// jwk is the public JWK published in the key set (RFC 7517 §4).
-func (k *signingKey) jwk() jose.JSONWebKey {
-	return jose.JSONWebKey{Key: k.public, KeyID: k.kid, Algorithm: k.alg(), Use: "sig"}
+// JWK is the public JWK published in the key set (RFC 7517 §4).
+func (k *Key) JWK() jose.JSONWebKey {
+	return jose.JSONWebKey{Key: k.Public, KeyID: k.KID, Algorithm: k.Alg(), Use: "sig"}
 }
 
 // resolveKeyMaterial turns a signing_key setting into PEM bytes: global
@@ -116,9 +122,9 @@ func clearlyPath(s string) bool {
 	return true
 }
 
-// loadSigningKey resolves and parses a key setting. allowPublic admits a
+// Load resolves and parses a key setting. allowPublic admits a
 // public key ("PUBLIC KEY", PKIX), which can be published but not sign.
-func loadSigningKey(v string, allowPublic bool) (*signingKey, error) {
+func Load(v string, allowPublic bool) (*Key, error) {
 	b, err := resolveKeyMaterial(v)
 	if err != nil {
 		return nil, err
@@ -131,7 +137,7 @@ func loadSigningKey(v string, allowPublic bool) (*signingKey, error) {
 // PKIX "PUBLIC KEY". Other blocks (such as OpenSSL's "EC PARAMETERS") are
 // skipped. Only EC P-256 (ES256), RSA of at least 2048 bits (RS256) and
 // Ed25519 (EdDSA) keys are accepted.
-func parseKey(b []byte, allowPublic bool) (*signingKey, error) {
+func parseKey(b []byte, allowPublic bool) (*Key, error) {
 	for {
 		var block *pem.Block
 		block, b = pem.Decode(b)
@@ -166,44 +172,44 @@ func parseKey(b []byte, allowPublic bool) (*signingKey, error) {
 			// x509 parse errors describe the structure, not the key bytes.
 			return nil, fmt.Errorf("parsing %s: %w", strings.ToLower(block.Type), err)
 		}
-		return newSigningKey(key)
+		return New(key)
 	}
 }
 
-// newSigningKey checks the key's type and size and derives alg and kid.
-func newSigningKey(key any) (*signingKey, error) {
-	k := new(signingKey)
+// New checks the key's type and size and derives alg and kid.
+func New(key any) (*Key, error) {
+	k := new(Key)
 	switch key := key.(type) {
 	case *ecdsa.PrivateKey:
-		k.private, k.public = key, &key.PublicKey
+		k.Private, k.Public = key, &key.PublicKey
 	case *rsa.PrivateKey:
-		k.private, k.public = key, &key.PublicKey
+		k.Private, k.Public = key, &key.PublicKey
 	case ed25519.PrivateKey:
-		k.private, k.public = key, key.Public()
+		k.Private, k.Public = key, key.Public()
 	case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
-		k.public = key
+		k.Public = key
 	default:
 		return nil, fmt.Errorf("unsupported key type %T: need EC P-256, RSA or Ed25519", key)
 	}
-	switch pub := k.public.(type) {
+	switch pub := k.Public.(type) {
 	case *ecdsa.PublicKey:
 		if pub.Curve != elliptic.P256() {
 			return nil, fmt.Errorf("EC key on curve %s: need P-256", pub.Curve.Params().Name)
 		}
-		k.method = jwt.SigningMethodES256
+		k.Method = jwt.SigningMethodES256
 	case *rsa.PublicKey:
 		if bits := pub.N.BitLen(); bits < minRSABits {
 			return nil, fmt.Errorf("RSA key is %d bits: need at least %d", bits, minRSABits)
 		}
-		k.method = jwt.SigningMethodRS256
+		k.Method = jwt.SigningMethodRS256
 	case ed25519.PublicKey:
-		k.method = jwt.SigningMethodEdDSA
+		k.Method = jwt.SigningMethodEdDSA
 	}
-	kid, err := thumbprint(k.public)
+	kid, err := thumbprint(k.Public)
 	if err != nil {
 		return nil, err
 	}
-	k.kid = kid
+	k.KID = kid
 	return k, nil
 }
 
