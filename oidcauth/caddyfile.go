@@ -41,6 +41,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		refresh_skew  <duration>
 //		prompt        <value>
 //		auth_params   <name> <value>
+//		client_auth   basic|post|private_key_jwt|none
+//		client_key    <pem or path>
+//		resource      <uri...>
+//		userinfo      auto|on|off
 //		session {
 //			store        cookie|memory|redis
 //			keys         <secret...>
@@ -60,18 +64,19 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for n := d.Nesting(); d.NextBlock(n); {
 		name := d.Val()
-		repeatable := name == "public" || name == "auth_params" || name == "trusted_origins"
+		repeatable := name == "public" || name == "auth_params" || name == "trusted_origins" || name == "resource"
 		if seen[name] && !repeatable {
 			return d.Errf("subdirective %q given more than once", name)
 		}
 		seen[name] = true
 		switch name {
 		case "issuer", "client_id", "client_secret", "login_path", "callback_path", "logout_path",
-			"user_path", "backchannel_logout_path", "post_logout_redirect", "prompt":
+			"user_path", "backchannel_logout_path", "post_logout_redirect", "prompt",
+			"client_auth", "client_key", "userinfo":
 			var v string
 			if !d.Args(&v) || d.NextArg() {
-				if name == "client_secret" {
-					return secret.ArgErr(d, "oidc_auth: client_secret")
+				if name == "client_secret" || name == "client_key" {
+					return secret.ArgErr(d, name)
 				}
 				return d.ArgErr()
 			}
@@ -96,7 +101,19 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.PostLogoutRedirect = v
 			case "prompt":
 				h.Prompt = v
+			case "client_auth":
+				h.ClientAuth = v
+			case "client_key":
+				h.ClientKey = v
+			case "userinfo":
+				h.UserInfo = v
 			}
+		case "resource":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.Resource = append(h.Resource, args...)
 		case "scopes":
 			h.Scopes = d.RemainingArgs()
 			if len(h.Scopes) == 0 {

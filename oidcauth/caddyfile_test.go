@@ -3,9 +3,10 @@ package oidcauth
 import (
 	"context"
 	"encoding/json"
-	"github.com/caddy-bff/caddy-bff/internal/adapttest"
 	"strings"
 	"testing"
+
+	"github.com/caddy-bff/caddy-bff/internal/adapttest"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -162,6 +163,84 @@ var caddyfileCases = []struct {
 				keys ` + goodKey + `
 			}
 		}`, "post_logout_redirect"},
+	{"client auth, resource, userinfo", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			client_secret s3cret
+			client_auth post
+			resource https://api.example.com/ urn:example:reports
+			resource https://other.example.com/
+			userinfo off
+			session {
+				keys ` + goodKey + `
+			}
+		}`, ""},
+	{"client_auth post without a secret", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			client_auth post
+			session {
+				keys ` + goodKey + `
+			}
+		}`, `client_auth post needs client_secret`},
+	{"client_auth private_key_jwt without a key", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			client_auth private_key_jwt
+			session {
+				keys ` + goodKey + `
+			}
+		}`, `needs client_key`},
+	{"client_auth none with a secret", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			client_secret s3cret
+			client_auth none
+			session {
+				keys ` + goodKey + `
+			}
+		}`, `public client`},
+	{"unknown client_auth", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			client_auth mtls
+			session {
+				keys ` + goodKey + `
+			}
+		}`, `client_auth "mtls"`},
+	{"resource with a fragment", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			resource https://api.example.com/#x
+			session {
+				keys ` + goodKey + `
+			}
+		}`, `RFC 8707`},
+	{"relative resource", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			resource /api
+			session {
+				keys ` + goodKey + `
+			}
+		}`, `not an absolute URI`},
+	{"bad userinfo", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			userinfo sometimes
+			session {
+				keys ` + goodKey + `
+			}
+		}`, `userinfo "sometimes"`},
+	{"bad client_key", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			client_auth private_key_jwt
+			client_key MIGHAgEAMBMGByqGSM49AgEGCCqGSM49
+			session {
+				keys ` + goodKey + `
+			}
+		}`, `client_key`},
 	{"bad trusted origin", `oidc_auth {
 			issuer https://id.example.com
 			client_id portal

@@ -1,11 +1,13 @@
 package oidcauth
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -102,11 +104,14 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 		problem.Error(w, r, http.StatusBadRequest, "callback without code")
 		return
 	}
-	conf := info.oauth
-	conf.RedirectURL = h.absURL(r, h.CallbackPath)
-	start := time.Now()
-	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(ls.Verifier))
-	metrics.ProviderCall(metrics.CallCodeExchange, start, err)
+	form := url.Values{
+		"grant_type":    {"authorization_code"},
+		"code":          {code},
+		"redirect_uri":  {h.absURL(r, h.CallbackPath)},
+		"code_verifier": {ls.Verifier},
+	}
+	h.addResources(form)
+	tok, err := h.client.token(ctx, metrics.CallCodeExchange, info.tokenURL, info.auth, form)
 	if err != nil {
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.Response != nil && re.Response.StatusCode < 500 {
 			audit.Write(h.audit, audit.Login, r, audit.Entry{Outcome: audit.CodeRejected, Detail: safeCode(re.ErrorCode)})
@@ -198,11 +203,18 @@ func (h *Handler) userClaims(ctx context.Context, r *http.Request, info *provide
 	for _, k := range tokenOnlyClaims {
 		delete(claims, k)
 	}
-	if info.userinfo != "" {
+	mode := cmp.Or(h.UserInfo, "auto")
+	if info.userinfo != "" && mode != "off" && (mode == "on" || !h.disc.userinfoRefused.Load()) {
 		start := time.Now()
 		ui, err := info.oidc.UserInfo(ctx, oauth2.StaticTokenSource(tok))
 		metrics.ProviderCall(metrics.CallUserInfo, start, err)
 		switch {
+		case err != nil && mode == "auto" && userInfoRefused(err):
+			if h.disc.userinfoRefused.CompareAndSwap(false, true) {
+				h.logger.Warn("the userinfo endpoint refuses the access token; not calling it again for this provider "+
+					"(userinfo auto; the ID token's claims are used)",
+					zap.String("request_id", requestid.From(r)), zap.Error(userInfoError(err)))
+			}
 		case err != nil:
 			h.logger.Warn("userinfo unavailable; using the ID token's claims",
 				zap.String("request_id", requestid.From(r)), zap.Error(userInfoError(err)))
@@ -270,6 +282,13 @@ func userInfoError(err error) error {
 		return errors.New("userinfo endpoint answered " + msg[:3])
 	}
 	return err
+}
+
+// userInfoRefused reports whether a UserInfo error is the endpoint
+// refusing the token (401 or 403), not an outage.
+func userInfoRefused(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "401 ") || strings.HasPrefix(msg, "403 ")
 }
 
 func safeCode(c string) string {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -32,8 +31,6 @@ var (
 const (
 	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
 	tokenTypeAccess    = "urn:ietf:params:oauth:token-type:access_token"
-	// maxTokenResponse bounds the provider's answer we read.
-	maxTokenResponse = 1 << 20
 )
 
 // Exchange trades the session's access token for a token for audience,
@@ -68,29 +65,11 @@ func (h *Handler) exchange(ctx context.Context, subjectToken, audience string, s
 	if len(scopes) > 0 {
 		form.Set("scope", strings.Join(scopes, " "))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, info.oauth.Endpoint.TokenURL, strings.NewReader(form.Encode()))
+	status, body, err := h.client.post(ctx, metrics.CallTokenExchange, info.tokenURL, info.auth, form)
 	if err != nil {
-		return "", time.Time{}, fmt.Errorf("%w: %w", errProviderDown, err)
+		return "", time.Time{}, err
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	// RFC 6749 §2.3.1: client id and secret form-urlencoded, then Basic.
-	req.SetBasicAuth(url.QueryEscape(h.ClientID), url.QueryEscape(h.clientSecret))
-	start := time.Now()
-	resp, err := h.disc.client.Do(req)
-	if err != nil {
-		metrics.ProviderCall(metrics.CallTokenExchange, start, err)
-		return "", time.Time{}, fmt.Errorf("%w: token exchange: %w", errProviderDown, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenResponse))
-	if err != nil {
-		metrics.ProviderCall(metrics.CallTokenExchange, start, err)
-		return "", time.Time{}, fmt.Errorf("%w: token exchange: %w", errProviderDown, err)
-	}
-	tok, exp, err := h.parseExchange(resp.StatusCode, body)
-	metrics.ProviderCall(metrics.CallTokenExchange, start, err)
-	return tok, exp, err
+	return h.parseExchange(status, body)
 }
 
 // parseExchange reads a token endpoint answer (RFC 8693 §2.2). Errors

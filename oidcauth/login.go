@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -95,8 +96,15 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 	for k, v := range h.AuthParams {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
 	}
+	authURL := conf.AuthCodeURL(ls.State, opts...)
+	if len(h.Resource) > 0 {
+		// RFC 8707 §2: resource may repeat, which oauth2's options cannot say.
+		q := url.Values{}
+		h.addResources(q)
+		authURL += "&" + q.Encode()
+	}
 	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, conf.AuthCodeURL(ls.State, opts...), http.StatusFound)
+	http.Redirect(w, r, authURL, http.StatusFound)
 }
 
 // dropOldLogins expires login cookies beyond maxLoginCookies-1, so that

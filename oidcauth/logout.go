@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -76,7 +74,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) {
 			zap.String("request_id", requestid.From(r)), zap.Error(err))
 	}
 	if err == nil && s.RefreshToken != "" && info.revocation != "" {
-		h.revoke(ctx, r, info.revocation, s.RefreshToken)
+		h.revoke(ctx, r, info, s.RefreshToken)
 	}
 	audit.Write(h.audit, audit.Logout, r, audit.Entry{Sub: s.Subject, Outcome: audit.Success})
 	if err != nil || info.endSession == "" {
@@ -140,30 +138,14 @@ func (h *Handler) writeEndSession(w http.ResponseWriter, r *http.Request, endpoi
 
 // revoke asks the provider to revoke the refresh token (RFC 7009). Failure
 // is logged, not fatal: the session is already gone here.
-func (h *Handler) revoke(ctx context.Context, r *http.Request, endpoint, token string) {
+func (h *Handler) revoke(ctx context.Context, r *http.Request, info *providerInfo, token string) {
 	form := url.Values{"token": {token}, "token_type_hint": {"refresh_token"}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	status, _, err := h.client.post(ctx, metrics.CallRevocation, info.revocation, info.auth, form)
 	if err != nil {
-		return
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(h.ClientID), url.QueryEscape(h.clientSecret))
-	start := time.Now()
-	resp, err := h.disc.client.Do(req)
-	if err != nil {
-		metrics.ProviderCall(metrics.CallRevocation, start, err)
 		h.logger.Warn("logout: token revocation failed", zap.String("request_id", requestid.From(r)), zap.Error(err))
 		return
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		metrics.ProviderCall(metrics.CallRevocation, start, errRevocationRefused)
-		h.logger.Warn("logout: token revocation refused", zap.String("request_id", requestid.From(r)), zap.Int("status", resp.StatusCode))
-		return
+	if status != http.StatusOK {
+		h.logger.Warn("logout: token revocation refused", zap.String("request_id", requestid.From(r)), zap.Int("status", status))
 	}
-	metrics.ProviderCall(metrics.CallRevocation, start, nil)
 }
-
-// errRevocationRefused labels a revocation the provider answered with a
-// status other than 200.
-var errRevocationRefused = errors.New("token revocation refused")

@@ -22,6 +22,7 @@ import (
 	"github.com/caddy-bff/caddy-bff/internal/redisconf"
 	"github.com/caddy-bff/caddy-bff/internal/requestid"
 	"github.com/caddy-bff/caddy-bff/internal/secret"
+	"github.com/caddy-bff/caddy-bff/internal/signkey"
 )
 
 func init() {
@@ -103,6 +104,26 @@ type Handler struct {
 	Prompt string `json:"prompt,omitempty"`
 	// Extra authorization request parameters.
 	AuthParams map[string]string `json:"auth_params,omitempty"`
+	// How the gateway authenticates to the provider's token, revocation
+	// and token exchange endpoints: basic (client_secret_basic), post
+	// (client_secret_post), private_key_jwt (RFC 7523, with ClientKey) or
+	// none (a public client: PKCE only). Default: the first method the
+	// provider advertises that the config can do.
+	ClientAuth string `json:"client_auth,omitempty"`
+	// The private key of private_key_jwt: PEM text or a file path
+	// (placeholders resolved when the config loads, so {file.…} or
+	// {env.…} keep it out of the saved config); EC P-256 (ES256), RSA of
+	// 2048 bits or more (RS256) or Ed25519 (EdDSA). The assertion's kid is
+	// the key's RFC 7638 thumbprint.
+	ClientKey string `json:"client_key,omitempty"`
+	// Resource indicators (RFC 8707) sent on the authorization, code and
+	// refresh requests, for providers that issue access tokens bound to an
+	// audience: absolute URIs without a fragment.
+	Resource []string `json:"resource,omitempty"`
+	// Whether to call the UserInfo endpoint at login and refresh: auto
+	// (default: call it, and stop for this provider after it refuses the
+	// access token, logging once), on, or off.
+	UserInfo string `json:"userinfo,omitempty"`
 	// Session settings.
 	Session *SessionConfig `json:"session,omitempty"`
 
@@ -116,6 +137,7 @@ type Handler struct {
 	state         *sharedState
 	stateKey      string
 	disc          *discovery
+	client        *providerClient
 	public        caddyhttp.MatchPath
 	csrf          *http.CrossOriginProtection
 	idle          time.Duration
@@ -271,17 +293,66 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.store = memoryView{ms: h.state.memory, keys: h.keys}
 	}
 
+	httpClient := &http.Client{Timeout: providerTimeout}
+	h.client = &providerClient{http: httpClient, issuer: h.Issuer, clientID: h.ClientID, secret: h.clientSecret}
+	if h.ClientKey != "" {
+		// Load resolves placeholders itself and never echoes the value.
+		k, err := signkey.Load(h.ClientKey, false)
+		if err != nil {
+			return fmt.Errorf("oidc_auth: client_key: %w", err)
+		}
+		h.client.key = k
+	}
 	h.disc = &discovery{
 		issuer:   h.Issuer,
 		clientID: h.ClientID,
-		secret:   h.clientSecret,
 		scopes:   h.Scopes,
-		client:   &http.Client{Timeout: providerTimeout},
+		client:   httpClient,
+		pc:       h.client,
+		auth:     clientAuthNames[h.ClientAuth],
 		ctx:      ctx,
 		now:      h.now,
 	}
 	if slices.Contains(h.Scopes, "offline_access") && h.Prompt == "" {
 		h.Prompt = "consent"
+	}
+	return nil
+}
+
+// validateClient checks the client authentication, resource indicators
+// and userinfo setting: what the config can do, before any provider says
+// what it requires (discovery does that, naming the mismatch).
+func (h *Handler) validateClient() error {
+	switch h.ClientAuth {
+	case "":
+	case "basic", "post":
+		if h.ClientSecret == "" {
+			return fmt.Errorf("oidc_auth: client_auth %s needs client_secret", h.ClientAuth)
+		}
+	case "private_key_jwt":
+		if h.ClientKey == "" {
+			return errors.New("oidc_auth: client_auth private_key_jwt needs client_key")
+		}
+	case "none":
+		if h.ClientSecret != "" || h.ClientKey != "" {
+			return errors.New("oidc_auth: client_auth none is a public client: remove client_secret and client_key")
+		}
+	default:
+		return fmt.Errorf("oidc_auth: client_auth %q is not one of basic, post, private_key_jwt, none", h.ClientAuth)
+	}
+	if h.ClientKey != "" && h.ClientAuth != "" && h.ClientAuth != "private_key_jwt" {
+		return fmt.Errorf("oidc_auth: client_key applies to client_auth private_key_jwt, not %s", h.ClientAuth)
+	}
+	for _, r := range h.Resource {
+		u, err := url.Parse(r)
+		if err != nil || !u.IsAbs() || u.Fragment != "" || strings.ContainsAny(r, " \t\r\n#") {
+			return fmt.Errorf("oidc_auth: resource %q is not an absolute URI without a fragment (RFC 8707 §2)", r)
+		}
+	}
+	switch h.UserInfo {
+	case "", "auto", "on", "off":
+	default:
+		return fmt.Errorf("oidc_auth: userinfo %q is not one of auto, on, off", h.UserInfo)
 	}
 	return nil
 }
@@ -314,6 +385,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.RefreshSkew < 0 {
 		return errors.New("oidc_auth: refresh_skew must not be negative")
+	}
+	if err := h.validateClient(); err != nil {
+		return err
 	}
 	switch h.Session.Store {
 	case storeCookie, storeMemory, storeRedis:

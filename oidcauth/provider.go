@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -32,9 +32,13 @@ type providerInfo struct {
 	verifier *oidc.IDTokenVerifier
 	// keys verifies every token from the provider (ID and logout tokens),
 	// algs are the signature algorithms it may use.
-	keys       *keySet
-	algs       []string
-	oauth      oauth2.Config
+	keys     *keySet
+	algs     []string
+	oauth    oauth2.Config // for the authorization URL; token calls go through client
+	tokenURL string
+	// auth is the client authentication every form call uses (token,
+	// refresh, exchange, revocation), chosen from discovery and config.
+	auth       string
 	revocation string
 	endSession string
 	userinfo   string
@@ -49,13 +53,19 @@ type providerInfo struct {
 type discovery struct {
 	issuer   string
 	clientID string
-	secret   string
 	scopes   []string
 	client   *http.Client
+	pc       *providerClient
+	auth     string          // the configured client authentication; "" chooses
 	ctx      context.Context // long-lived: go-oidc fetches JWKS with it
 	now      func() time.Time
 
 	group singleflight.Group
+
+	// userinfoRefused: with userinfo auto, the UserInfo endpoint refused
+	// the access token once, so it is not called again (providers that
+	// bind access tokens to another resource do that on every call).
+	userinfoRefused atomic.Bool
 
 	mu      sync.Mutex
 	info    *providerInfo
@@ -129,16 +139,14 @@ func (d *discovery) discover() (*providerInfo, error) {
 	if err := p.Claims(&extra); err != nil {
 		return nil, fmt.Errorf("%w: discovery document: %w", errProviderDown, err)
 	}
-	// Name the client authentication method instead of letting oauth2
-	// guess: its guessing retries a failed call with the other method,
-	// which spends a rotating refresh token twice. OpenID Connect Discovery
-	// §3: the default is client_secret_basic.
-	endpoint := p.Endpoint()
-	endpoint.AuthStyle = oauth2.AuthStyleInHeader
-	if len(extra.AuthMethods) > 0 && !slices.Contains(extra.AuthMethods, "client_secret_basic") &&
-		slices.Contains(extra.AuthMethods, "client_secret_post") {
-		endpoint.AuthStyle = oauth2.AuthStyleInParams
+	// One client authentication for every form call, named rather than
+	// guessed (oauth2's guessing retries a failed call with the other
+	// method, which spends a rotating refresh token twice).
+	auth, err := d.pc.chooseAuth(d.auth, extra.AuthMethods)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errProviderDown, err)
 	}
+	endpoint := p.Endpoint()
 	if extra.JWKSURI == "" {
 		return nil, fmt.Errorf("%w: discovery document has no jwks_uri", errProviderDown)
 	}
@@ -153,11 +161,12 @@ func (d *discovery) discover() (*providerInfo, error) {
 		keys:     keys,
 		algs:     algs,
 		oauth: oauth2.Config{
-			ClientID:     d.clientID,
-			ClientSecret: d.secret,
-			Endpoint:     endpoint,
-			Scopes:       d.scopes,
+			ClientID: d.clientID,
+			Endpoint: endpoint,
+			Scopes:   d.scopes,
 		},
+		tokenURL:     endpoint.TokenURL,
+		auth:         auth,
 		revocation:   extra.Revocation,
 		endSession:   extra.EndSession,
 		userinfo:     p.UserInfoEndpoint(),

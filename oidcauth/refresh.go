@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -135,12 +136,9 @@ func (h *Handler) doRefresh(ctx context.Context, r *http.Request, s *session) (r
 	if err != nil {
 		return refreshResult{}, err
 	}
-	start := time.Now()
-	tok, err := info.oauth.TokenSource(pctx, &oauth2.Token{
-		RefreshToken: s.RefreshToken,
-		Expiry:       time.Unix(1, 0), // force the refresh
-	}).Token()
-	metrics.ProviderCall(metrics.CallRefresh, start, err)
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {s.RefreshToken}}
+	h.addResources(form)
+	tok, err := h.client.token(pctx, metrics.CallRefresh, info.tokenURL, info.auth, form)
 	if err != nil {
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.ErrorCode == "invalid_grant" {
 			// A server-side store may already hold the winner's tokens (a

@@ -89,7 +89,7 @@ func TestUserInfoErrorNeverLogsTheAnswer(t *testing.T) {
 	ctx := context.Background()
 	p := (&oidc.ProviderConfig{IssuerURL: "https://id.example", UserInfoURL: srv.URL}).NewProvider(ctx)
 	core, logs := observer.New(zap.DebugLevel)
-	h := &Handler{logger: zap.New(core), Scopes: []string{"openid"}}
+	h := &Handler{logger: zap.New(core), Scopes: []string{"openid"}, disc: &discovery{}}
 	r := httptest.NewRequest("GET", "/auth/callback", nil)
 	claims := h.userClaims(ctx, r, &providerInfo{oidc: p, userinfo: srv.URL},
 		map[string]any{"sub": "alice"}, &oauth2.Token{AccessToken: token, TokenType: "Bearer"})

@@ -23,6 +23,9 @@ type client struct {
 	jwtAccessTokens       bool
 	idTokenUserinfoClaims bool
 	customScopes          []string
+	authMethod            oidc.AuthMethod
+	key                   any // public key for private_key_jwt
+	keyID                 string
 }
 
 var (
@@ -77,7 +80,7 @@ func (c *client) PostLogoutRedirectURIs() []string     { return c.postLogoutURIs
 func (c *client) RedirectURIGlobs() []string           { return c.redirectGlobs }
 func (c *client) PostLogoutRedirectURIGlobs() []string { return c.postLogoutGlobs }
 func (c *client) ApplicationType() op.ApplicationType  { return op.ApplicationTypeWeb }
-func (c *client) AuthMethod() oidc.AuthMethod          { return oidc.AuthMethodBasic }
+func (c *client) AuthMethod() oidc.AuthMethod          { return c.authMethod }
 func (c *client) ResponseTypes() []oidc.ResponseType {
 	return []oidc.ResponseType{oidc.ResponseTypeCode}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/zitadel/oidc/v3/example/server/exampleop"
 	"github.com/zitadel/oidc/v3/example/server/storage"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -85,6 +86,18 @@ func (s *store) GetClientByClientID(_ context.Context, clientID string) (op.Clie
 }
 
 // AuthorizeClientIDSecret implements op.Storage.
+// GetKeyByIDAndClientID returns our client's public key for its RFC 7523
+// client assertions (the example's own keys are for its service users).
+func (s *store) GetKeyByIDAndClientID(ctx context.Context, keyID, clientID string) (*jose.JSONWebKey, error) {
+	if clientID == s.client.id && s.client.key != nil {
+		if keyID != s.client.keyID {
+			return nil, errors.New("key not found")
+		}
+		return &jose.JSONWebKey{KeyID: keyID, Use: "sig", Key: s.client.key, Algorithm: "RS256"}, nil
+	}
+	return s.Storage.GetKeyByIDAndClientID(ctx, keyID, clientID)
+}
+
 func (s *store) AuthorizeClientIDSecret(_ context.Context, clientID, clientSecret string) error {
 	if clientID != s.client.id || subtle.ConstantTimeCompare([]byte(clientSecret), []byte(s.client.secret)) != 1 {
 		return errors.New("invalid client credentials")

@@ -19,19 +19,23 @@ package testop
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/zitadel/oidc/v3/example/server/exampleop"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
 )
 
 // Grant types as sent in the token endpoint's grant_type parameter.
@@ -90,6 +94,21 @@ type Config struct {
 
 	// Users replaces the test users (default Users()).
 	Users []User
+
+	// ClientAuth is how the client must authenticate: client_secret_basic
+	// (default), client_secret_post, private_key_jwt (with ClientKey) or
+	// none.
+	ClientAuth oidc.AuthMethod
+	// ClientKey is the client's public key for private_key_jwt (RS256:
+	// an *rsa.PublicKey), ClientKeyID its kid.
+	ClientKey   any
+	ClientKeyID string
+
+	// TokenAuthMethods, when set, replace the token and revocation
+	// endpoints' advertised auth methods in discovery, and requests to
+	// them authenticated another way are refused with 401 invalid_client:
+	// a provider that, say, only takes client_secret_post.
+	TokenAuthMethods []string
 }
 
 // Stats counts requests the provider received since start or ResetStats.
@@ -105,6 +124,10 @@ type Stats struct {
 	Keys        int // requests to the JWKS endpoint
 	Discovery   int // requests to /.well-known/openid-configuration
 	Logins      int // successful username/password logins
+	// AuthMethods counts token and revocation requests by the client
+	// authentication they carried (client_secret_basic, client_secret_post,
+	// private_key_jwt, none).
+	AuthMethods map[string]int
 }
 
 // Provider is a running test OpenID Provider.
@@ -121,6 +144,7 @@ type Provider struct {
 	stats       Stats
 	tokenStatus int // non-zero: the token endpoint answers with it
 	tokenDelay  map[string]time.Duration
+	authMethods []string // Config.TokenAuthMethods
 }
 
 type endpointPaths struct {
@@ -165,9 +189,13 @@ func Start(cfg Config) (*Provider, error) {
 	}
 	p.stats = newStats()
 
+	p.authMethods = cfg.TokenAuthMethods
 	c := &client{
 		id:                    cfg.ClientID,
 		secret:                cfg.ClientSecret,
+		authMethod:            cmp.Or(cfg.ClientAuth, oidc.AuthMethodBasic),
+		key:                   cfg.ClientKey,
+		keyID:                 cfg.ClientKeyID,
 		jwtAccessTokens:       !cfg.OpaqueAccessTokens,
 		idTokenUserinfoClaims: cfg.IDTokenUserinfoClaims,
 	}
@@ -200,7 +228,7 @@ func Start(cfg Config) (*Provider, error) {
 }
 
 func newStats() Stats {
-	return Stats{TokenCalls: map[string]int{}, TokenErrors: map[string]int{}}
+	return Stats{TokenCalls: map[string]int{}, TokenErrors: map[string]int{}, AuthMethods: map[string]int{}}
 }
 
 // discoverPaths reads the endpoint paths from the provider's own discovery document.
@@ -262,6 +290,9 @@ func (p *Provider) instrument(next http.Handler) http.Handler {
 			p.serveToken(w, r, next)
 			return
 		case p.paths.revocation:
+			if !p.checkAuthMethod(w, r) {
+				return
+			}
 			p.count(func(s *Stats) { s.Revocations++ })
 		case p.paths.endSession:
 			p.count(func(s *Stats) { s.EndSessions++ })
@@ -271,12 +302,67 @@ func (p *Provider) instrument(next http.Handler) http.Handler {
 			p.count(func(s *Stats) { s.Keys++ })
 		case "/.well-known/openid-configuration":
 			p.count(func(s *Stats) { s.Discovery++ })
+			if len(p.authMethods) > 0 {
+				p.serveDiscovery(w, r, next)
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
+// authMethodOf names the client authentication a token or revocation
+// request carries, reading its form without consuming the body.
+func authMethodOf(r *http.Request) string {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	_ = r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	form, _ := url.ParseQuery(string(body))
+	switch {
+	case strings.HasPrefix(r.Header.Get("Authorization"), "Basic "):
+		return string(oidc.AuthMethodBasic)
+	case form.Get("client_assertion") != "":
+		return string(oidc.AuthMethodPrivateKeyJWT)
+	case form.Get("client_secret") != "":
+		return string(oidc.AuthMethodPost)
+	}
+	return string(oidc.AuthMethodNone)
+}
+
+// checkAuthMethod counts the request's client authentication and, with
+// TokenAuthMethods, refuses any other (401 invalid_client).
+func (p *Provider) checkAuthMethod(w http.ResponseWriter, r *http.Request) bool {
+	m := authMethodOf(r)
+	p.count(func(s *Stats) { s.AuthMethods[m]++ })
+	if len(p.authMethods) > 0 && !slices.Contains(p.authMethods, m) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"error":"invalid_client","error_description":"client authentication method not accepted"}`)
+		return false
+	}
+	return true
+}
+
+// serveDiscovery serves the provider's discovery document with the
+// token and revocation auth methods of Config.TokenAuthMethods.
+func (p *Provider) serveDiscovery(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	rec := httptest.NewRecorder()
+	next.ServeHTTP(rec, r)
+	var doc map[string]any
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &doc) != nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	doc["token_endpoint_auth_methods_supported"] = p.authMethods
+	doc["revocation_endpoint_auth_methods_supported"] = p.authMethods
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(doc)
+}
+
 func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	if !p.checkAuthMethod(w, r) {
+		return
+	}
 	// Read the form without consuming it for the provider.
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
@@ -313,6 +399,12 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request, next http.
 		w.WriteHeader(fail)
 		_, _ = io.WriteString(w, `{"error":"temporarily_unavailable","error_description":"injected by testop"}`)
 		return
+	}
+	if grant == GrantTokenExchange && r.Header.Get("Authorization") == "" && form.Get("client_secret") != "" {
+		// zitadel's token exchange reads client credentials from Basic
+		// only; RFC 6749 §2.3.1 allows them in the form too, as a
+		// client_secret_post provider expects.
+		r.SetBasicAuth(url.QueryEscape(form.Get("client_id")), url.QueryEscape(form.Get("client_secret")))
 	}
 	rec := &statusRecorder{ResponseWriter: w}
 	next.ServeHTTP(rec, r)
@@ -441,10 +533,8 @@ func (p *Provider) Stats() Stats {
 	for k, v := range p.stats.TokenCalls {
 		s.TokenCalls[k] = v
 	}
-	s.TokenErrors = make(map[string]int, len(p.stats.TokenErrors))
-	for k, v := range p.stats.TokenErrors {
-		s.TokenErrors[k] = v
-	}
+	s.TokenErrors = maps.Clone(p.stats.TokenErrors)
+	s.AuthMethods = maps.Clone(p.stats.AuthMethods)
 	return s
 }
 
