@@ -45,6 +45,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		client_key    <pem or path>
 //		resource      <uri...>
 //		userinfo      auto|on|off
+//		par           auto|off|required
 //		session {
 //			store        cookie|memory|redis
 //			keys         <secret...>
@@ -72,7 +73,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch name {
 		case "issuer", "client_id", "client_secret", "login_path", "callback_path", "logout_path",
 			"user_path", "backchannel_logout_path", "post_logout_redirect", "prompt",
-			"client_auth", "client_key", "userinfo":
+			"client_auth", "client_key", "userinfo", "par":
 			var v string
 			if !d.Args(&v) || d.NextArg() {
 				if name == "client_secret" || name == "client_key" {
@@ -107,6 +108,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.ClientKey = v
 			case "userinfo":
 				h.UserInfo = v
+			case "par":
+				h.PAR = v
 			}
 		case "resource":
 			args := d.RemainingArgs()

@@ -1,10 +1,12 @@
 package oidcauth
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
+	"github.com/caddy-bff/caddy-bff/internal/metrics"
 	"github.com/caddy-bff/caddy-bff/internal/problem"
 	"github.com/caddy-bff/caddy-bff/internal/requestid"
 )
@@ -103,8 +106,57 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 		h.addResources(q)
 		authURL += "&" + q.Encode()
 	}
+	if h.usePAR(info) {
+		pushed, err := h.pushAuthorization(ctx, info, authURL)
+		if err != nil {
+			h.logger.Warn("login: pushed authorization request failed", zap.String("request_id", requestid.From(r)), zap.Error(err))
+			problem.Write(w, r, problem.Details{Status: http.StatusServiceUnavailable,
+				Detail: "identity provider unavailable; try again shortly", RetryAfter: 5})
+			return
+		}
+		authURL = pushed
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, authURL, http.StatusFound)
+}
+
+// usePAR reports whether the login pushes its request (RFC 9126): with
+// par auto (default) when the provider offers it; always when the provider
+// requires it; with par required always (discovery refused a provider
+// without it).
+func (h *Handler) usePAR(info *providerInfo) bool {
+	if info.parEndpoint == "" {
+		return false
+	}
+	return h.PAR != "off" || info.requirePAR
+}
+
+// pushAuthorization pushes the authorization request authURL describes to
+// the provider's PAR endpoint, authenticated as every form call is, and
+// returns the URL the browser goes to instead: the authorization endpoint
+// with client_id and request_uri only, so state, nonce, the PKCE challenge
+// and the rest never travel in the browser.
+func (h *Handler) pushAuthorization(ctx context.Context, info *providerInfo, authURL string) (string, error) {
+	u, err := url.Parse(authURL)
+	if err != nil {
+		return "", err
+	}
+	form := u.Query()
+	status, body, err := h.client.post(ctx, metrics.CallPAR, info.parEndpoint, info.auth, form)
+	if err != nil {
+		return "", err
+	}
+	var out struct {
+		RequestURI string          `json:"request_uri"`
+		ExpiresIn  json.RawMessage `json:"expires_in"`
+		Error      string          `json:"error"`
+	}
+	if json.Unmarshal(body, &out) != nil || (status != http.StatusCreated && status != http.StatusOK) || out.RequestURI == "" {
+		return "", fmt.Errorf("%w: pushed authorization request: status %d (%s)", errProviderDown, status, safeCode(out.Error))
+	}
+	q := url.Values{"client_id": {h.ClientID}, "request_uri": {out.RequestURI}}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 // dropOldLogins expires login cookies beyond maxLoginCookies-1, so that

@@ -124,6 +124,11 @@ type Handler struct {
 	// (default: call it, and stop for this provider after it refuses the
 	// access token, logging once), on, or off.
 	UserInfo string `json:"userinfo,omitempty"`
+	// Pushed authorization requests (RFC 9126): auto (default: when the
+	// provider offers them), off (unless the provider requires them), or
+	// required (no login without; a provider that has none is an error).
+	// With PAR the browser carries only client_id and request_uri.
+	PAR string `json:"par,omitempty"`
 	// Session settings.
 	Session *SessionConfig `json:"session,omitempty"`
 
@@ -310,6 +315,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		client:   httpClient,
 		pc:       h.client,
 		auth:     clientAuthNames[h.ClientAuth],
+		par:      h.PAR,
 		ctx:      ctx,
 		now:      h.now,
 	}
@@ -353,6 +359,11 @@ func (h *Handler) validateClient() error {
 	case "", "auto", "on", "off":
 	default:
 		return fmt.Errorf("oidc_auth: userinfo %q is not one of auto, on, off", h.UserInfo)
+	}
+	switch h.PAR {
+	case "", "auto", "off", "required":
+	default:
+		return fmt.Errorf("oidc_auth: par %q is not one of auto, off, required", h.PAR)
 	}
 	return nil
 }

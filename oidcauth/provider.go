@@ -41,7 +41,11 @@ type providerInfo struct {
 	auth       string
 	revocation string
 	endSession string
-	userinfo   string
+	// parEndpoint is the RFC 9126 pushed authorization request endpoint
+	// ("" without one); requirePAR: the provider takes no other request.
+	parEndpoint string
+	requirePAR  bool
+	userinfo    string
 	// issParameter: the provider always sends iss in authorization
 	// responses (RFC 9207 authorization_response_iss_parameter_supported).
 	issParameter bool
@@ -57,6 +61,7 @@ type discovery struct {
 	client   *http.Client
 	pc       *providerClient
 	auth     string          // the configured client authentication; "" chooses
+	par      string          // the par setting
 	ctx      context.Context // long-lived: go-oidc fetches JWKS with it
 	now      func() time.Time
 
@@ -135,6 +140,8 @@ func (d *discovery) discover() (*providerInfo, error) {
 		ISSParam    bool     `json:"authorization_response_iss_parameter_supported"`
 		JWKSURI     string   `json:"jwks_uri"`
 		Algs        []string `json:"id_token_signing_alg_values_supported"`
+		PAR         string   `json:"pushed_authorization_request_endpoint"`
+		RequirePAR  bool     `json:"require_pushed_authorization_requests"`
 	}
 	if err := p.Claims(&extra); err != nil {
 		return nil, fmt.Errorf("%w: discovery document: %w", errProviderDown, err)
@@ -145,6 +152,9 @@ func (d *discovery) discover() (*providerInfo, error) {
 	auth, err := d.pc.chooseAuth(d.auth, extra.AuthMethods)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errProviderDown, err)
+	}
+	if d.par == "required" && extra.PAR == "" {
+		return nil, fmt.Errorf("%w: par required, and the provider has no pushed_authorization_request_endpoint", errProviderDown)
 	}
 	endpoint := p.Endpoint()
 	if extra.JWKSURI == "" {
@@ -168,6 +178,8 @@ func (d *discovery) discover() (*providerInfo, error) {
 		tokenURL:     endpoint.TokenURL,
 		auth:         auth,
 		revocation:   extra.Revocation,
+		parEndpoint:  extra.PAR,
+		requirePAR:   extra.RequirePAR,
 		endSession:   extra.EndSession,
 		userinfo:     p.UserInfoEndpoint(),
 		issParameter: extra.ISSParam,

@@ -34,6 +34,7 @@ const (
 	CallRevocation    = "revocation"
 	CallTokenExchange = "token_exchange"
 	CallJWKS          = "jwks"
+	CallPAR           = "par"
 )
 
 // Reasons a session ends: the reason label of SessionsEnded.
@@ -72,7 +73,7 @@ var (
 	cacheModes      = [...]string{ModeMint, ModeExchange}
 	authzReasons    = [...]string{ReasonRule, ReasonDefault, ReasonPath}
 	providerCalls   = []string{CallDiscovery, CallCodeExchange, CallRefresh, CallUserInfo,
-		CallRevocation, CallTokenExchange, CallJWKS}
+		CallRevocation, CallTokenExchange, CallJWKS, CallPAR}
 )
 
 // durationBuckets are the provider latency histogram's buckets, in
