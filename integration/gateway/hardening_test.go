@@ -189,9 +189,10 @@ func TestInvalidGrantEndsSession(t *testing.T) {
 				t.Fatalf("%d", r.StatusCode)
 			}
 			// The provider revokes the grant; the access token stays valid
-			// for ~6s more, and the gateway refreshes from 2s on.
+			// for ~8s, and the gateway refreshes from half its life on
+			// (min(refresh_skew 6s, 4s)).
 			g.op.RevokeRefreshTokens(testop.AdminUsername)
-			time.Sleep(2500 * time.Millisecond)
+			time.Sleep(4500 * time.Millisecond)
 			g.up.Reset()
 			r := do(t, c, "GET", g.base+"/api/b", map[string]string{"Accept": "application/json"})
 			if r.StatusCode != 401 {
@@ -345,7 +346,7 @@ func TestRedisDumpHoldsNoSecret(t *testing.T) {
 			get(t, c, a.base+"/api/warm")
 			first, _ := a.up.Last()
 			// A refresh raced across instances leaves its result in Redis.
-			time.Sleep(2500 * time.Millisecond)
+			time.Sleep(3500 * time.Millisecond)
 			if codes := race(t, 20, a.cookieHeader(c), a, b); codes[200] != 20 {
 				t.Fatalf("refresh race: %v", codes)
 			}
@@ -427,7 +428,7 @@ func TestNoTokenInAnyLog(t *testing.T) {
 	get(t, c, g.base+"/api/a")
 	first, _ := g.up.Last()
 	get(t, c, g.base+"/auth/user")
-	time.Sleep(2500 * time.Millisecond) // refresh due
+	time.Sleep(3500 * time.Millisecond) // refresh due
 	get(t, c, g.base+"/api/b")
 	second, _ := g.up.Last()
 	if second.BearerToken() == first.BearerToken() {
@@ -628,7 +629,7 @@ func TestSessionOutgrowsCookie(t *testing.T) {
 		groups[i] = base64.RawURLEncoding.EncodeToString(b[:])
 	}
 	g.op.SetGroups(testop.AdminUsername, groups)
-	time.Sleep(2500 * time.Millisecond) // refresh due
+	time.Sleep(3500 * time.Millisecond) // refresh due
 	r := get(t, c, g.base+"/api/b")
 	if r.StatusCode != 503 {
 		t.Fatalf("a refresh that outgrows the cookie: %d, want 503", r.StatusCode)

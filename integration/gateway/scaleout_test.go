@@ -95,7 +95,7 @@ func TestRefreshRaceAcrossInstances(t *testing.T) {
 			if r := get(t, c, b.base+"/api/warm"); r.StatusCode != 200 {
 				t.Fatalf("%d", r.StatusCode)
 			}
-			time.Sleep(2500 * time.Millisecond) // now within refresh_skew
+			time.Sleep(3500 * time.Millisecond) // now within refresh_skew
 			a.op.ResetStats()
 			cookie := a.cookieHeader(c) // every racer carries the pre-refresh cookie
 			codes := race(t, 100, cookie, a, b)
@@ -270,7 +270,7 @@ func TestRedisCluster(t *testing.T) {
 				t.Fatalf("login on A, use on B: %d %s", r.StatusCode, r.body)
 			}
 			// Refresh race across instances on the cluster.
-			time.Sleep(2500 * time.Millisecond)
+			time.Sleep(3500 * time.Millisecond)
 			a.op.ResetStats()
 			cookie := a.cookieHeader(c)
 			codes := race(t, 40, cookie, a, b)
