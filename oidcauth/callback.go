@@ -206,8 +206,17 @@ func (h *Handler) userClaims(ctx context.Context, r *http.Request, info *provide
 	mode := cmp.Or(h.UserInfo, "auto")
 	if info.userinfo != "" && mode != "off" && (mode == "on" || !h.disc.userinfoRefused.Load()) {
 		start := time.Now()
-		ui, err := info.oidc.UserInfo(ctx, oauth2.StaticTokenSource(tok))
+		sctx, span := providerSpan(ctx, metrics.CallUserInfo)
+		ui, err := info.oidc.UserInfo(sctx, oauth2.StaticTokenSource(tok))
 		metrics.ProviderCall(metrics.CallUserInfo, start, err)
+		switch {
+		case err == nil:
+			endProviderSpan(span, "ok", 0)
+		case userInfoRefused(err):
+			endProviderSpan(span, "refused", 0)
+		default:
+			endProviderSpan(span, "unavailable", 0)
+		}
 		switch {
 		case err != nil && mode == "auto" && userInfoRefused(err):
 			if h.disc.userinfoRefused.CompareAndSwap(false, true) {

@@ -147,9 +147,17 @@ func (c *providerClient) assertion(endpoint string) (string, error) {
 // status and the body (at most maxProviderBody). ctx bounds it, and so
 // does providerTimeout. call labels the latency histogram. A transport
 // failure wraps errProviderDown.
-func (c *providerClient) post(ctx context.Context, call, endpoint, method string, form url.Values) (int, []byte, error) {
+func (c *providerClient) post(ctx context.Context, call, endpoint, method string, form url.Values) (status int, answer []byte, err error) {
 	ctx, cancel := context.WithTimeout(ctx, providerTimeout)
 	defer cancel()
+	ctx, span := providerSpan(ctx, call)
+	defer func() {
+		if err != nil {
+			endProviderSpan(span, "unavailable", status)
+			return
+		}
+		endProviderSpan(span, outcomeOf(status), status)
+	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, nil)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%w: %s: %w", errProviderDown, call, err)

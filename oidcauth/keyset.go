@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-bff/caddy-bff/internal/metrics"
@@ -131,7 +132,9 @@ func (ks *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 			return keys, nil
 		}
 		start := time.Now()
-		keys, err := ks.download()
+		// The span of the caller that started the fetch parents it (a
+		// trace, not a deadline: others wait on it too).
+		keys, err := ks.download(trace.SpanFromContext(ctx))
 		metrics.ProviderCall(metrics.CallJWKS, start, err)
 		ks.mu.Lock()
 		ks.fetchedAt, ks.lastErr = ks.now(), err
@@ -152,9 +155,12 @@ func (ks *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 	}
 }
 
-func (ks *keySet) download() ([]jose.JSONWebKey, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), providerTimeout)
+func (ks *keySet) download(parent trace.Span) ([]jose.JSONWebKey, error) {
+	ctx, cancel := context.WithTimeout(trace.ContextWithSpan(context.Background(), parent), providerTimeout)
 	defer cancel()
+	ctx, span := providerSpan(ctx, metrics.CallJWKS)
+	status := 0
+	defer func() { endProviderSpan(span, outcomeOf(status), status) }()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ks.url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: key set: %w", errProviderDown, err)
@@ -165,6 +171,7 @@ func (ks *keySet) download() ([]jose.JSONWebKey, error) {
 		return nil, fmt.Errorf("%w: key set: %w", errProviderDown, err)
 	}
 	defer resp.Body.Close()
+	status = resp.StatusCode
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%w: key set: status %d", errProviderDown, resp.StatusCode)
 	}

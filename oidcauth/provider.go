@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
 
@@ -94,7 +95,7 @@ func (d *discovery) get(ctx context.Context) (*providerInfo, error) {
 	d.mu.Unlock()
 
 	ch := d.group.DoChan("discover", func() (any, error) {
-		info, err := d.discover()
+		info, err := d.discover(trace.SpanFromContext(ctx))
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if err != nil {
@@ -121,12 +122,20 @@ func (d *discovery) get(ctx context.Context) (*providerInfo, error) {
 	}
 }
 
-func (d *discovery) discover() (*providerInfo, error) {
-	ctx, cancel := context.WithTimeout(d.ctx, providerTimeout)
+// discover runs under the long-lived d.ctx (go-oidc keeps it); parent,
+// the span of the request that needed it, parents its span.
+func (d *discovery) discover(parent trace.Span) (*providerInfo, error) {
+	ctx, cancel := context.WithTimeout(trace.ContextWithSpan(d.ctx, parent), providerTimeout)
 	defer cancel()
 	start := time.Now()
-	p, err := oidc.NewProvider(oidc.ClientContext(ctx, d.client), d.issuer)
+	sctx, span := providerSpan(ctx, metrics.CallDiscovery)
+	p, err := oidc.NewProvider(oidc.ClientContext(sctx, d.client), d.issuer)
 	metrics.ProviderCall(metrics.CallDiscovery, start, err)
+	if err != nil {
+		endProviderSpan(span, "unavailable", 0)
+	} else {
+		endProviderSpan(span, "ok", 0)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: discovery: %w", errProviderDown, err)
 	}
