@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/oauth2"
 
 	"github.com/caddy-bff/caddy-bff/internal/signkey"
@@ -156,5 +159,42 @@ func TestResourceOnRefresh(t *testing.T) {
 	}
 	if !slices.Equal(got["resource"], h.Resource) {
 		t.Fatalf("resource sent %q, want %q", got["resource"], h.Resource)
+	}
+}
+
+// userinfo auto stops calling an endpoint that refused the token (once,
+// logged once); on keeps calling; off never calls; an outage is no refusal.
+func TestUserInfoModes(t *testing.T) {
+	for _, tc := range []struct {
+		mode   string
+		status int
+		calls  int
+	}{
+		{"auto", http.StatusUnauthorized, 1},
+		{"", http.StatusForbidden, 1},
+		{"auto", http.StatusServiceUnavailable, 3},
+		{"on", http.StatusUnauthorized, 3},
+		{"off", http.StatusUnauthorized, 0},
+	} {
+		calls := 0
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			calls++
+			w.WriteHeader(tc.status)
+		}))
+		ctx := context.Background()
+		p := (&oidc.ProviderConfig{IssuerURL: "https://id.example", UserInfoURL: srv.URL}).NewProvider(ctx)
+		core, logs := observer.New(zap.DebugLevel)
+		h := &Handler{logger: zap.New(core), Scopes: []string{"openid"}, disc: &discovery{}, UserInfo: tc.mode}
+		for range 3 {
+			h.userClaims(ctx, httptest.NewRequest("GET", "/", nil), &providerInfo{oidc: p, userinfo: srv.URL},
+				map[string]any{"sub": "alice"}, &oauth2.Token{AccessToken: "at", TokenType: "Bearer"})
+		}
+		srv.Close()
+		if calls != tc.calls {
+			t.Errorf("userinfo %q, status %d: %d calls, want %d", tc.mode, tc.status, calls, tc.calls)
+		}
+		if tc.mode != "off" && tc.calls == 1 && logs.Len() != 1 {
+			t.Errorf("userinfo %q: %d log entries, want 1", tc.mode, logs.Len())
+		}
 	}
 }
