@@ -46,6 +46,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		resource      <uri...>
 //		userinfo      auto|on|off
 //		par           auto|off|required
+//		external_url  <origin>
 //		session {
 //			store        cookie|memory|redis
 //			keys         <secret...>
@@ -73,7 +74,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch name {
 		case "issuer", "client_id", "client_secret", "login_path", "callback_path", "logout_path",
 			"user_path", "backchannel_logout_path", "post_logout_redirect", "prompt",
-			"client_auth", "client_key", "userinfo", "par":
+			"client_auth", "client_key", "userinfo", "par", "external_url":
 			var v string
 			if !d.Args(&v) || d.NextArg() {
 				if name == "client_secret" || name == "client_key" {
@@ -110,6 +111,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.UserInfo = v
 			case "par":
 				h.PAR = v
+			case "external_url":
+				h.ExternalURL = v
 			}
 		case "resource":
 			args := d.RemainingArgs()

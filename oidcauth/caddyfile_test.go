@@ -311,3 +311,27 @@ func FuzzCaddyfile(f *testing.F) {
 // TestCaddyfileAdapt compares whole Caddyfiles with the JSON they adapt to
 // (or the error they give), as Caddy's own adapt tests do.
 func TestCaddyfileAdapt(t *testing.T) { adapttest.Run(t, "testdata/caddyfile_adapt") }
+
+func TestParseExternalURL(t *testing.T) {
+	for v, want := range map[string]bool{
+		"https://portal.example.com":      true,
+		"https://portal.example.com/":     true,
+		"http://127.0.0.1:8080":           true,
+		"https://portal.example.com/app":  false,
+		"https://portal.example.com?x=1":  false,
+		"https://user@portal.example.com": false,
+		"ftp://portal.example.com":        false,
+		"portal.example.com":              false,
+		"https://":                        false,
+	} {
+		if _, ok := parseExternalURL(v); ok != want {
+			t.Errorf("parseExternalURL(%q) = %v, want %v", v, ok, want)
+		}
+	}
+	for h, want := range map[string]bool{"a.example": true, "a.example:8443": true, "[::1]:80": true,
+		"a.example/x": false, "a@b": false, "": false, "a b": false, "a.example?x": false} {
+		if validHost(h) != want {
+			t.Errorf("validHost(%q) = %v, want %v", h, !want, want)
+		}
+	}
+}

@@ -61,7 +61,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// One use only: whatever happens next, this login is over.
-	expireCookie(w, cookieName, r.TLS != nil)
+	expireCookie(w, cookieName, isHTTPS(r))
 	pt, err := h.keys.open(purposeLogin, c.Value)
 	var ls loginState
 	if err != nil || json.Unmarshal(pt, &ls) != nil ||

@@ -26,7 +26,7 @@ const (
 // Domain: it cannot be set by a sibling subdomain) and bff_session on plain
 // HTTP, where browsers refuse the prefix (local development).
 func sessionCookieName(r *http.Request) string {
-	if r.TLS != nil {
+	if isHTTPS(r) {
 		return hostPrefix + sessionCookieBase
 	}
 	return sessionCookieBase
@@ -94,7 +94,7 @@ func writeSessionCookie(w http.ResponseWriter, r *http.Request, value string, ma
 		return
 	}
 	base := sessionCookieName(r)
-	secure := r.TLS != nil
+	secure := isHTTPS(r)
 	n := 0
 	for len(value) > 0 && n < maxChunks {
 		part := value
@@ -120,7 +120,7 @@ func clearSessionCookie(w http.ResponseWriter, r *http.Request) {
 	base := sessionCookieName(r)
 	for i := 0; i < maxChunks; i++ {
 		if _, err := r.Cookie(chunkName(base, i)); err == nil || i == 0 {
-			expireCookie(w, chunkName(base, i), r.TLS != nil)
+			expireCookie(w, chunkName(base, i), isHTTPS(r))
 		}
 	}
 }

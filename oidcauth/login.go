@@ -50,7 +50,7 @@ func randomToken() string {
 func loginCookieName(r *http.Request, state string) string {
 	sum := sha256.Sum256([]byte(state))
 	name := loginCookieBase + base64.RawURLEncoding.EncodeToString(sum[:9])
-	if r.TLS != nil {
+	if isHTTPS(r) {
 		return hostPrefix + name
 	}
 	return name
@@ -85,7 +85,7 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 	h.dropOldLogins(w, r)
 	http.SetCookie(w, &http.Cookie{
 		Name: loginCookieName(r, ls.State), Value: h.keys.seal(purposeLogin, pt), Path: "/",
-		MaxAge: int(loginTTL / time.Second), HttpOnly: true, Secure: r.TLS != nil,
+		MaxAge: int(loginTTL / time.Second), HttpOnly: true, Secure: isHTTPS(r),
 		// Lax: the cookie must come back on the provider's top-level
 		// redirect to our callback.
 		SameSite: http.SameSiteLaxMode,
@@ -169,15 +169,15 @@ func (h *Handler) dropOldLogins(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	for i := 0; i+maxLoginCookies-1 < len(names); i++ {
-		expireCookie(w, names[i], r.TLS != nil)
+		expireCookie(w, names[i], isHTTPS(r))
 	}
 }
 
-// absURL makes a path absolute on the origin the client used.
+// absURL makes a path absolute on the site's external origin.
 func (h *Handler) absURL(r *http.Request, path string) string {
 	scheme := "http"
-	if r.TLS != nil {
+	if isHTTPS(r) {
 		scheme = "https"
 	}
-	return scheme + "://" + r.Host + path
+	return scheme + "://" + externalHost(r) + path
 }

@@ -33,7 +33,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) {
 		problem.Error(w, r, http.StatusMethodNotAllowed, "logout takes POST")
 		return
 	}
-	if err := h.csrf.Check(r); err != nil {
+	if err := h.checkOrigin(r); err != nil {
 		problem.Error(w, r, http.StatusForbidden, "cross-origin request refused")
 		return
 	}

@@ -124,6 +124,12 @@ type Handler struct {
 	// (default: call it, and stop for this provider after it refuses the
 	// access token, logging once), on, or off.
 	UserInfo string `json:"userinfo,omitempty"`
+	// The site's external origin (https://portal.example.com) when TLS
+	// ends in front of Caddy and the proxy there is not among the server's
+	// trusted_proxies: it decides the cookie variant (__Host- and Secure),
+	// the redirect and post-logout URIs and the CSRF origin check. Default:
+	// X-Forwarded-Proto/-Host from a trusted proxy, else the request.
+	ExternalURL string `json:"external_url,omitempty"`
 	// Pushed authorization requests (RFC 9126): auto (default: when the
 	// provider offers them), off (unless the provider requires them), or
 	// required (no login without; a provider that has none is an error).
@@ -143,6 +149,7 @@ type Handler struct {
 	stateKey      string
 	disc          *discovery
 	client        *providerClient
+	external      *origin
 	public        caddyhttp.MatchPath
 	csrf          *http.CrossOriginProtection
 	idle          time.Duration
@@ -229,6 +236,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return strings.TrimSpace(out)
 	}
 	h.Issuer = resolve("issuer", h.Issuer)
+	h.ExternalURL = resolve("external_url", h.ExternalURL)
+	if h.ExternalURL != "" {
+		h.external, _ = parseExternalURL(h.ExternalURL) // Validate names a bad one
+	}
 	h.ClientID = resolve("client_id", h.ClientID)
 	h.clientSecret = resolve("client_secret", h.ClientSecret)
 	secrets := make([]string, 0, len(h.Session.Keys))
@@ -360,6 +371,11 @@ func (h *Handler) validateClient() error {
 	default:
 		return fmt.Errorf("oidc_auth: userinfo %q is not one of auto, on, off", h.UserInfo)
 	}
+	if h.ExternalURL != "" {
+		if _, ok := parseExternalURL(h.ExternalURL); !ok {
+			return fmt.Errorf("oidc_auth: external_url %q is not an http(s) origin (scheme://host[:port], no path)", h.ExternalURL)
+		}
+	}
 	switch h.PAR {
 	case "", "auto", "off", "required":
 	default:
@@ -436,6 +452,7 @@ func (h *Handler) Cleanup() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	requestid.Ensure(w, r)
 	caddyhttp.SetVar(r.Context(), loginVarKey, h)
+	h.setOrigin(r)
 	// A client never speaks for itself to the upstream: bff_token sets
 	// Authorization from the session, nothing else may.
 	r.Header.Del("Authorization")
@@ -496,9 +513,16 @@ func (h *Handler) checkOrigin(r *http.Request) error {
 		switch r.Method {
 		case http.MethodGet, http.MethodHead, http.MethodOptions:
 			// Judged as the unsafe request it is.
-			u := &http.Request{Method: http.MethodPost, Header: r.Header, Host: r.Host, URL: r.URL}
+			u := &http.Request{Method: http.MethodPost, Header: r.Header, Host: externalHost(r), URL: r.URL}
 			return h.csrf.Check(u)
 		}
+	}
+	if host := externalHost(r); host != r.Host {
+		// Origin is compared with the external host, not the one the
+		// proxy in front used.
+		u := *r
+		u.Host = host
+		return h.csrf.Check(&u)
 	}
 	return h.csrf.Check(r)
 }
@@ -713,7 +737,7 @@ func (h *Handler) writeUnauthorized(w http.ResponseWriter, r *http.Request, deta
 // asks for: a script's call is not that place, the page that made it is,
 // when the browser told us (same origin only).
 func refererReturnTo(r *http.Request) string {
-	if ref, err := url.Parse(r.Header.Get("Referer")); err == nil && ref.Host == r.Host && ref.Host != "" {
+	if ref, err := url.Parse(r.Header.Get("Referer")); err == nil && ref.Host == externalHost(r) && ref.Host != "" {
 		return ref.RequestURI()
 	}
 	return ""

@@ -1,0 +1,94 @@
+package oidcauth
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// originVarKey is the caddyhttp var holding the request's external origin
+// when it differs from what the request itself says (external_url, or a
+// trusted proxy's forwarded headers); absent, the request is its origin.
+const originVarKey = "bff.origin"
+
+// origin is a site's external origin: the scheme and host the browser uses.
+type origin struct {
+	https bool
+	host  string
+}
+
+// setOrigin decides r's external origin, in order: external_url; else
+// X-Forwarded-Proto and X-Forwarded-Host, but only when the request comes
+// from one of Caddy's trusted_proxies (server option) and never from
+// anyone else; else the request. It decides the cookie variant (__Host-
+// and Secure on HTTPS), the redirect and post-logout URIs, the CSRF origin
+// check and the same-origin Referer of login_url.
+func (h *Handler) setOrigin(r *http.Request) {
+	if h.external != nil {
+		caddyhttp.SetVar(r.Context(), originVarKey, h.external)
+		return
+	}
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); !trusted {
+		return
+	}
+	o := origin{https: r.TLS != nil, host: r.Host}
+	changed := false
+	if p := firstValue(r.Header.Get("X-Forwarded-Proto")); p == "https" || p == "http" {
+		o.https, changed = p == "https", true
+	}
+	if fh := firstValue(r.Header.Get("X-Forwarded-Host")); validHost(fh) {
+		o.host, changed = fh, true
+	}
+	if changed {
+		caddyhttp.SetVar(r.Context(), originVarKey, &o)
+	}
+}
+
+// firstValue is the first (client-most) entry of a comma-separated
+// forwarded header, trimmed and lower-cased.
+func firstValue(v string) string {
+	v, _, _ = strings.Cut(v, ",")
+	return strings.ToLower(strings.TrimSpace(v))
+}
+
+// validHost accepts host or host:port, nothing that could carry a path,
+// credentials or white space.
+func validHost(h string) bool {
+	if h == "" || len(h) > 255 || strings.ContainsAny(h, "/\\@?# \t") {
+		return false
+	}
+	u, err := url.Parse("http://" + h)
+	return err == nil && u.Host == h && u.Hostname() != ""
+}
+
+func originOf(r *http.Request) (https bool, host string) {
+	if o, ok := caddyhttp.GetVar(r.Context(), originVarKey).(*origin); ok && o != nil {
+		return o.https, o.host
+	}
+	return r.TLS != nil, r.Host
+}
+
+// isHTTPS reports whether the browser reaches the site over HTTPS.
+func isHTTPS(r *http.Request) bool {
+	https, _ := originOf(r)
+	return https
+}
+
+// externalHost is the host (and port) the browser uses.
+func externalHost(r *http.Request) string {
+	_, host := originOf(r)
+	return host
+}
+
+// parseExternalURL reads external_url: an http(s) origin, no path beyond
+// "/", no query, no credentials.
+func parseExternalURL(v string) (*origin, bool) {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || !validHost(u.Host) ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, false
+	}
+	return &origin{https: u.Scheme == "https", host: u.Host}, true
+}
