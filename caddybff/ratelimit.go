@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-bff/caddy-bff/internal/health"
 	"github.com/caddy-bff/caddy-bff/internal/metrics"
 	"github.com/caddy-bff/caddy-bff/internal/problem"
 	"github.com/caddy-bff/caddy-bff/internal/redisconf"
@@ -199,7 +200,8 @@ func (rl *RateLimit) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("bff_rate_limit: redis: %w", err)
 		}
-		rl.release = release
+		unregister := health.Register("redis "+res.Name(), res.Probe(client))
+		rl.release = func() { unregister(); release() }
 		rl.store = newRedisStore(client, res, identity, rl.interval, rl.burst)
 		return nil
 	}

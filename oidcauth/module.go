@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-bff/caddy-bff/internal/bounded"
+	"github.com/caddy-bff/caddy-bff/internal/health"
 	"github.com/caddy-bff/caddy-bff/internal/methodoverride"
 	"github.com/caddy-bff/caddy-bff/internal/metrics"
 	"github.com/caddy-bff/caddy-bff/internal/problem"
@@ -139,26 +140,27 @@ type Handler struct {
 	Session *SessionConfig `json:"session,omitempty"`
 
 	// resolved configuration
-	clientSecret  string
-	keys          *keyring
-	store         store
-	ends          endings
-	redis         *redisCoord // nil without a redis block
-	releaseRedis  func()
-	state         *sharedState
-	stateKey      string
-	disc          *discovery
-	client        *providerClient
-	external      *origin
-	public        caddyhttp.MatchPath
-	csrf          *http.CrossOriginProtection
-	idle          time.Duration
-	lifetime      time.Duration
-	skew          time.Duration
-	touchInterval time.Duration
-	logger        *zap.Logger
-	audit         *zap.Logger
-	now           func() time.Time
+	clientSecret     string
+	keys             *keyring
+	store            store
+	ends             endings
+	redis            *redisCoord // nil without a redis block
+	releaseRedis     func()
+	state            *sharedState
+	stateKey         string
+	disc             *discovery
+	client           *providerClient
+	unregisterHealth func()
+	external         *origin
+	public           caddyhttp.MatchPath
+	csrf             *http.CrossOriginProtection
+	idle             time.Duration
+	lifetime         time.Duration
+	skew             time.Duration
+	touchInterval    time.Duration
+	logger           *zap.Logger
+	audit            *zap.Logger
+	now              func() time.Time
 }
 
 // SessionConfig configures where sessions live and how long.
@@ -292,7 +294,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("oidc_auth: session redis: %w", err)
 		}
-		h.releaseRedis = release
+		unregister := health.Register("redis "+rc.Name(), rc.Probe(client))
+		h.releaseRedis = func() { unregister(); release() }
 		h.ends = redisEndings{c: client, cfg: rc, now: h.now}
 		h.redis = &redisCoord{c: client, cfg: rc}
 		if h.Session.Store == storeRedis {
@@ -330,6 +333,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		ctx:      ctx,
 		now:      h.now,
 	}
+	h.unregisterHealth = health.Register("provider "+h.Issuer, func(ctx context.Context) error {
+		_, err := h.disc.get(ctx)
+		return err
+	})
 	if slices.Contains(h.Scopes, "offline_access") && h.Prompt == "" {
 		h.Prompt = "consent"
 	}
@@ -438,6 +445,9 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the shared state this config used.
 func (h *Handler) Cleanup() error {
+	if h.unregisterHealth != nil {
+		h.unregisterHealth()
+	}
 	if h.releaseRedis != nil {
 		h.releaseRedis()
 	}

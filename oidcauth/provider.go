@@ -106,9 +106,11 @@ func (d *discovery) get(ctx context.Context) (*providerInfo, error) {
 			}
 			d.lastErr = err
 			d.retryAt = d.now().Add(d.backoff)
+			metrics.ProviderUp(d.issuer, false)
 			return nil, err
 		}
 		d.info, d.lastErr, d.backoff = info, nil, 0
+		metrics.ProviderUp(d.issuer, true)
 		return info, nil
 	})
 	select {

@@ -114,8 +114,17 @@ var (
 
 	// The login and refresh counters belong to internal/audit, which counts
 	// its entries.
+	providerUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "provider_up",
+		Help: "1 when the identity provider's discovery succeeded at its last check, by issuer.",
+	}, []string{"issuer"})
+	redisUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "redis_up",
+		Help: "1 when Redis answered its last check, by address.",
+	}, []string{"address"})
+
 	collectors = append(audit.Collectors(), sessionsCreated, sessionsEnded,
-		tokenExchanges, tokenCache, authzDecisions, rateLimitRejections, providerDuration)
+		tokenExchanges, tokenCache, authzDecisions, rateLimitRejections, providerDuration, providerUp, redisUp)
 )
 
 // Children resolved once, so the helpers do a map or array lookup instead
@@ -220,6 +229,14 @@ func Authz(allow bool, reason string) {
 func RateLimitRejection(zone string) func() {
 	return rateLimitRejections.WithLabelValues(zone).Inc
 }
+
+// ProviderUp records whether the provider of issuer (a config value)
+// answered discovery at its last check.
+func ProviderUp(issuer string, up bool) { providerUp.WithLabelValues(issuer).Set(float64(b2i(up))) }
+
+// RedisUp records whether the Redis at address (a config value) answered
+// its last check.
+func RedisUp(address string, up bool) { redisUp.WithLabelValues(address).Set(float64(b2i(up))) }
 
 // ProviderCall observes the latency of a provider call (CallDiscovery,
 // ...) that began at start; err != nil labels it an error (network, 4xx,

@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caddy-bff/caddy-bff/internal/metrics"
 	"github.com/caddy-bff/caddy-bff/internal/secret"
 )
 
@@ -267,4 +268,26 @@ func (r *Resolved) Client() (redis.UniversalClient, func(), error) {
 // one) but not OpTimeout.
 func (r *Resolved) Ctx(parent context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(parent), r.OpTimeout)
+}
+
+// Name is the server as an operator reads it in a readiness check and in
+// caddy_bff_redis_up: its address(es), never its credentials.
+func (r *Resolved) Name() string {
+	n := strings.Join(r.opts.Addrs, ",")
+	if r.opts.MasterName != "" {
+		n += " (master " + r.opts.MasterName + ")"
+	}
+	return n
+}
+
+// Probe is a readiness check of the server through c: a PING within
+// OpTimeout, recorded in caddy_bff_redis_up.
+func (r *Resolved) Probe(c redis.UniversalClient) func(context.Context) error {
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, r.OpTimeout)
+		defer cancel()
+		err := c.Ping(ctx).Err()
+		metrics.RedisUp(r.Name(), err == nil)
+		return err
+	}
 }
