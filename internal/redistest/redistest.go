@@ -249,3 +249,104 @@ func StartCluster(t testing.TB) []*Server {
 	t.Fatal("the Redis Cluster did not reach cluster_state:ok")
 	return nil
 }
+
+// Sentinel is a Redis Sentinel deployment of a test: a primary, a replica
+// and three sentinels monitoring them as MasterName.
+type Sentinel struct {
+	Primary, Replica *Server
+	Sentinels        []*Server
+}
+
+// MasterName is the name the sentinels monitor.
+const MasterName = "mymaster"
+
+// StartSentinel runs a primary, a replica of it and three sentinels (quorum
+// 2, down after 1s) for t, and waits until every sentinel knows the
+// replica.
+func StartSentinel(t testing.TB) *Sentinel {
+	t.Helper()
+	Require(t)
+	primary := Start(t)
+	replica := Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(primary.port))
+	s := &Sentinel{Primary: primary, Replica: replica}
+	for range 3 {
+		dir := t.TempDir()
+		port, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := filepath.Join(dir, "sentinel.conf")
+		cfg := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n"+
+			"sentinel monitor %s 127.0.0.1 %d 2\nsentinel down-after-milliseconds %s 1000\n"+
+			"sentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\n",
+			port, dir, filepath.Join(dir, "redis.log"), MasterName, primary.port, MasterName, MasterName, MasterName)
+		if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		bin, _ := Binary()
+		sv := &Server{bin: bin, dir: dir, port: port, addr: "127.0.0.1:" + strconv.Itoa(port)}
+		cmd := exec.Command(bin, conf, "--sentinel")
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("starting redis-sentinel: %v", err)
+		}
+		sv.cmd = cmd
+		t.Cleanup(sv.Stop)
+		s.Sentinels = append(s.Sentinels, sv)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ok := true
+		for _, sv := range s.Sentinels {
+			out, err := sv.Command("SENTINEL", "REPLICAS", MasterName)
+			if err != nil || !strings.Contains(out, strconv.Itoa(replica.port)) {
+				ok = false
+			}
+		}
+		if ok {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sentinels did not find the replica")
+		}
+	}
+}
+
+// Addrs are the sentinels' host:port.
+func (s *Sentinel) Addrs() []string {
+	var out []string
+	for _, sv := range s.Sentinels {
+		out = append(out, sv.Addr())
+	}
+	return out
+}
+
+// Master is the address the sentinels give for the master now.
+func (s *Sentinel) Master() string {
+	out, err := s.Sentinels[0].Command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MasterName)
+	if err != nil {
+		return ""
+	}
+	host, port, _ := strings.Cut(out, "\n")
+	return host + ":" + port
+}
+
+// Failover asks a sentinel to fail over to the replica and waits until
+// the sentinels name it the master.
+func (s *Sentinel) Failover(t testing.TB) {
+	t.Helper()
+	// A sentinel promotes only a replica in sync it has lately heard of
+	// (NOGOODSLAVE until then).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		_, err := s.Sentinels[0].Command("SENTINEL", "FAILOVER", MasterName)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SENTINEL FAILOVER: %v", err)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); s.Master() != s.Replica.Addr(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failover: the master is %s", s.Master())
+		}
+	}
+}

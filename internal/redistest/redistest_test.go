@@ -35,3 +35,14 @@ func TestCommand(t *testing.T) {
 		t.Fatalf("a restarted server kept %q", out)
 	}
 }
+
+func TestSentinelFailover(t *testing.T) {
+	s := StartSentinel(t)
+	if s.Master() != s.Primary.Addr() {
+		t.Fatalf("master %s, want %s", s.Master(), s.Primary.Addr())
+	}
+	s.Failover(t)
+	if s.Master() != s.Replica.Addr() {
+		t.Fatalf("after failover the master is %s", s.Master())
+	}
+}
