@@ -72,25 +72,10 @@ func (h *Handler) serveBackchannel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	now := h.now()
-	until := now.Add(h.lifetime)
 	// The endings must outlive the client's request: the provider waits
 	// for our answer, but a half-done logout helps nobody.
 	sctx := context.WithoutCancel(r.Context())
-	if lt.SID != "" {
-		err = h.ends.endSID(sctx, lt.SID, until)
-	} else {
-		err = h.ends.endSub(sctx, lt.Subject, now, until)
-	}
-	n := 0
-	switch st := h.store.(type) {
-	case memoryView:
-		n = st.ms.removeSessions(lt.Subject, lt.SID)
-	case *redisStore:
-		var rerr error
-		n, rerr = st.removeSessions(sctx, lt.Subject, lt.SID)
-		err = errors.Join(err, rerr)
-	}
+	n, err := h.endSessionsOf(sctx, lt.Subject, lt.SID)
 	if err == nil {
 		// Only now is the token spent: had the endings failed, the
 		// provider's retry of this token must work.
@@ -105,13 +90,39 @@ func (h *Handler) serveBackchannel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.logger.Debug("back-channel logout", zap.String("request_id", requestid.From(r)), zap.Int("sessions_ended", n))
-	if _, ok := h.store.(*cookieStore); ok {
+	if n < 0 {
 		// The cookie store cannot count the sessions a logout token ends.
 		n = 1
 	}
 	metrics.SessionsEnded(metrics.EndBackchannel, n)
 	audit.Write(h.audit, audit.Backchannel, r, audit.Entry{Sub: lt.Subject, Outcome: audit.Success}, zap.Bool("by_sid", lt.SID != ""))
 	w.WriteHeader(http.StatusOK)
+}
+
+// endSessionsOf ends every session of sub, or of the provider session sid
+// when it is set, on every instance: recorded among the endings (the
+// cookie store's copies die by them) and removed from a server-side store.
+// It returns how many sessions the store held, or -1 when the store cannot
+// tell (the cookie store).
+func (h *Handler) endSessionsOf(ctx context.Context, sub, sid string) (int, error) {
+	now := h.now()
+	until := now.Add(h.lifetime)
+	var err error
+	if sid != "" {
+		err = h.ends.endSID(ctx, sid, until)
+	} else {
+		err = h.ends.endSub(ctx, sub, now, until)
+	}
+	n := -1
+	switch st := h.store.(type) {
+	case memoryView:
+		n = st.ms.removeSessions(sub, sid)
+	case *redisStore:
+		var rerr error
+		n, rerr = st.removeSessions(ctx, sub, sid)
+		err = errors.Join(err, rerr)
+	}
+	return n, err
 }
 
 type logoutToken struct {

@@ -140,27 +140,27 @@ type Handler struct {
 	Session *SessionConfig `json:"session,omitempty"`
 
 	// resolved configuration
-	clientSecret     string
-	keys             *keyring
-	store            store
-	ends             endings
-	redis            *redisCoord // nil without a redis block
-	releaseRedis     func()
-	state            *sharedState
-	stateKey         string
-	disc             *discovery
-	client           *providerClient
-	unregisterHealth func()
-	external         *origin
-	public           caddyhttp.MatchPath
-	csrf             *http.CrossOriginProtection
-	idle             time.Duration
-	lifetime         time.Duration
-	skew             time.Duration
-	touchInterval    time.Duration
-	logger           *zap.Logger
-	audit            *zap.Logger
-	now              func() time.Time
+	clientSecret  string
+	keys          *keyring
+	store         store
+	ends          endings
+	redis         *redisCoord // nil without a redis block
+	releaseRedis  func()
+	state         *sharedState
+	stateKey      string
+	disc          *discovery
+	client        *providerClient
+	unregister    func()
+	external      *origin
+	public        caddyhttp.MatchPath
+	csrf          *http.CrossOriginProtection
+	idle          time.Duration
+	lifetime      time.Duration
+	skew          time.Duration
+	touchInterval time.Duration
+	logger        *zap.Logger
+	audit         *zap.Logger
+	now           func() time.Time
 }
 
 // SessionConfig configures where sessions live and how long.
@@ -333,10 +333,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		ctx:      ctx,
 		now:      h.now,
 	}
-	h.unregisterHealth = health.Register("provider "+h.Issuer, func(ctx context.Context) error {
+	unregisterCheck := health.Register("provider "+h.Issuer, func(ctx context.Context) error {
 		_, err := h.disc.get(ctx)
 		return err
 	})
+	unregisterAdmin := registerHandler(h)
+	h.unregister = func() { unregisterCheck(); unregisterAdmin() }
 	if slices.Contains(h.Scopes, "offline_access") && h.Prompt == "" {
 		h.Prompt = "consent"
 	}
@@ -445,8 +447,8 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the shared state this config used.
 func (h *Handler) Cleanup() error {
-	if h.unregisterHealth != nil {
-		h.unregisterHealth()
+	if h.unregister != nil {
+		h.unregister()
 	}
 	if h.releaseRedis != nil {
 		h.releaseRedis()

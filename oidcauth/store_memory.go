@@ -104,3 +104,18 @@ func (ms *memoryStore) removeSessions(sub, sid string) int {
 	}
 	return n
 }
+
+// sessionsOf lists the sessions of a subject (their meta: no id, no token).
+func (ms *memoryStore) sessionsOf(sub string) []recordMeta {
+	want := digest("sub", sub)
+	now := ms.now()
+	ms.mu.RLock()
+	defer ms.mu.RUnlock()
+	var out []recordMeta
+	for _, e := range ms.m {
+		if e.meta.Sub == want && now.Before(e.until) {
+			out = append(out, e.meta)
+		}
+	}
+	return out
+}

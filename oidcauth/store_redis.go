@@ -171,3 +171,34 @@ func (rs *redisStore) removeSessions(ctx context.Context, sub, sid string) (int,
 	}
 	return n, nil
 }
+
+// sessionsOf lists the sessions of a subject from its index (their meta:
+// no id, no token), one GET per session in a pipeline (Cluster-safe).
+func (rs *redisStore) sessionsOf(ctx context.Context, sub string) ([]recordMeta, error) {
+	ctx, cancel := rs.cfg.Ctx(ctx)
+	defer cancel()
+	members, err := rs.c.SMembers(ctx, rs.keyBySub(sub)).Result()
+	if err != nil || len(members) == 0 {
+		return nil, err
+	}
+	cmds, err := rs.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range members {
+			p.Get(ctx, rs.keySession(m))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	var out []recordMeta
+	for _, c := range cmds {
+		raw, err := c.(*redis.StringCmd).Bytes()
+		if err != nil {
+			continue // ended since the index was read
+		}
+		if m, err := readMeta(raw); err == nil {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}

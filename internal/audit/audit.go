@@ -50,6 +50,9 @@ const (
 	// scope_authz decisions.
 	Allow Outcome = "allow"
 	Deny  Outcome = "deny"
+
+	// Session admin API.
+	StoreDown Outcome = "store_down"
 )
 
 // Event is a kind of audited action: its entry's message and, for the
@@ -90,6 +93,9 @@ var (
 	// Authz is counted by metrics.Authz, whose labels are the decision
 	// and its reason.
 	Authz = Event{name: "authz"}
+	// AdminList and AdminEnd are calls of the session admin API.
+	AdminList = Event{name: "admin_list_sessions"}
+	AdminEnd  = Event{name: "admin_end_sessions"}
 )
 
 // Collectors are the counters of this package, for internal/metrics to

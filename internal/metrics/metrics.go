@@ -45,6 +45,8 @@ const (
 	EndInvalidGrant = "invalid_grant"
 	// EndReplaced: a new login in the same browser replaced the session.
 	EndReplaced = "replaced"
+	// EndAdmin: the session admin API ended it.
+	EndAdmin = "admin"
 )
 
 // Results of a token exchange: the result label of TokenExchange.
@@ -68,7 +70,7 @@ const (
 )
 
 var (
-	endReasons      = []string{EndLogout, EndBackchannel, EndExpired, EndInvalidGrant, EndReplaced}
+	endReasons      = []string{EndLogout, EndBackchannel, EndExpired, EndInvalidGrant, EndReplaced, EndAdmin}
 	exchangeResults = []string{ExchangeSuccess, ExchangeRefused, ExchangeUnavailable}
 	cacheModes      = [...]string{ModeMint, ModeExchange}
 	authzReasons    = [...]string{ReasonRule, ReasonDefault, ReasonPath}
