@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 export GOFLAGS ?= -mod=mod
 
-.PHONY: all build test deps vet unit integration fuzz bench demo clean
+.PHONY: all build test deps vet unit integration fuzz bench demo clean validate-example
 
 all: build
 
@@ -40,7 +40,12 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-test: deps vet unit integration
+# validate-example runs README's `caddy validate` of Caddyfile.example
+# with throwaway secrets and key files.
+validate-example:
+	@./.ci/validate-example
+
+test: deps vet unit validate-example integration
 
 # bench: the same browser requests (session cookie included) to a bare
 # reverse_proxy (A) and to the full chain (B), side by side in one run; the
