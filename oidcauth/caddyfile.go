@@ -1,6 +1,8 @@
 package oidcauth
 
 import (
+	"strconv"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -193,6 +195,16 @@ func (h *Handler) unmarshalSession(d *caddyfile.Dispenser) error {
 			if len(h.Session.Keys) == 0 {
 				return d.ArgErr()
 			}
+		case "max_sessions_per_user":
+			var v string
+			if !d.Args(&v) || d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return d.Errf("session: max_sessions_per_user %q is not a positive number", v)
+			}
+			h.Session.MaxPerUser = n
 		case "idle_timeout", "lifetime":
 			dur, err := parseDuration(d)
 			if err != nil {

@@ -188,6 +188,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	writeSessionCookie(w, r, value, h.lifetime)
 	metrics.SessionCreated()
+	h.limitSessions(r, s)
 	audit.Write(h.audit, audit.Login, r, audit.Entry{Sub: s.Subject, Outcome: audit.Success})
 	http.Redirect(w, r, ls.ReturnTo, http.StatusFound)
 }
@@ -308,3 +309,26 @@ func safeCode(c string) string {
 }
 
 var _ = oidc.Nonce
+
+// limitSessions ends the user's oldest sessions beyond
+// max_sessions_per_user once a login added one. A failure is logged: the
+// new session stands, the limit waits for the next login.
+func (h *Handler) limitSessions(r *http.Request, s *session) {
+	max := h.Session.MaxPerUser
+	if max <= 0 {
+		return
+	}
+	var n int
+	var err error
+	switch st := h.store.(type) {
+	case memoryView:
+		n = st.ms.trimSessions(s.Subject, max)
+	case *redisStore:
+		n, err = st.trimSessions(context.WithoutCancel(r.Context()), s.Subject, max)
+	}
+	if err != nil {
+		h.logStoreFailure(r, "max_sessions_per_user", err)
+		return
+	}
+	metrics.SessionsEnded(metrics.EndLimit, n)
+}

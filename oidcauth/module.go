@@ -179,6 +179,9 @@ type SessionConfig struct {
 	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
 	// A session ends this long after login whatever its use. Default 12h.
 	Lifetime caddy.Duration `json:"lifetime,omitempty"`
+	// At most this many sessions per user (memory and Redis stores): a
+	// login beyond it ends the user's oldest sessions. 0: no limit.
+	MaxPerUser int `json:"max_sessions_per_user,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -435,6 +438,9 @@ func (h *Handler) Validate() error {
 	}
 	if len(h.Session.Keys) == 0 {
 		return errors.New("oidc_auth: session keys are required (at least 32 bytes each; e.g. keys {env.SESSION_KEY})")
+	}
+	if h.Session.MaxPerUser < 0 || (h.Session.MaxPerUser > 0 && h.Session.Store == storeCookie) {
+		return errors.New("oidc_auth: session max_sessions_per_user needs store memory or redis (the cookie store keeps no list of sessions)")
 	}
 	if h.Session.IdleTimeout < 0 || h.Session.Lifetime < 0 {
 		return errors.New("oidc_auth: session idle_timeout and lifetime must not be negative")

@@ -1,7 +1,9 @@
 package oidcauth
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -118,4 +120,27 @@ func (ms *memoryStore) sessionsOf(sub string) []recordMeta {
 		}
 	}
 	return out
+}
+
+// trimSessions ends a subject's oldest sessions beyond max and reports how
+// many it ended.
+func (ms *memoryStore) trimSessions(sub string, max int) int {
+	want := digest("sub", sub)
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	var keys []string
+	for k, e := range ms.m {
+		if e.meta.Sub == want {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) <= max {
+		return 0
+	}
+	// Newest first; the oldest beyond max go.
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(ms.m[b].meta.Created, ms.m[a].meta.Created) })
+	for _, k := range keys[max:] {
+		delete(ms.m, k)
+	}
+	return len(keys) - max
 }

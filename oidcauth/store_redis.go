@@ -1,8 +1,10 @@
 package oidcauth
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -201,4 +203,63 @@ func (rs *redisStore) sessionsOf(ctx context.Context, sub string) ([]recordMeta,
 		}
 	}
 	return out, nil
+}
+
+// trimSessions ends a subject's oldest sessions beyond max, from its
+// index, and reports how many it ended.
+func (rs *redisStore) trimSessions(ctx context.Context, sub string, max int) (int, error) {
+	ctx, cancel := rs.cfg.Ctx(ctx)
+	defer cancel()
+	idx := rs.keyBySub(sub)
+	members, err := rs.c.SMembers(ctx, idx).Result()
+	if err != nil || len(members) <= max {
+		return 0, err
+	}
+	cmds, err := rs.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range members {
+			p.Get(ctx, rs.keySession(m))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, err
+	}
+	type live struct {
+		key     string
+		created int64
+	}
+	var sessions []live
+	var gone []string
+	for i, c := range cmds {
+		raw, err := c.(*redis.StringCmd).Bytes()
+		m, merr := readMeta(raw)
+		if err != nil || merr != nil {
+			gone = append(gone, members[i]) // expired or ended: drop from the index
+			continue
+		}
+		sessions = append(sessions, live{members[i], m.Created})
+	}
+	if len(sessions) <= max && len(gone) == 0 {
+		return 0, nil
+	}
+	slices.SortFunc(sessions, func(a, b live) int { return cmp.Compare(b.created, a.created) })
+	var ended []string
+	if len(sessions) > max {
+		for _, s := range sessions[max:] {
+			ended = append(ended, s.key)
+		}
+	}
+	_, err = rs.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range ended {
+			p.Del(ctx, rs.keySession(k))
+		}
+		for _, k := range append(ended, gone...) {
+			p.SRem(ctx, idx, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return len(ended), nil
 }

@@ -116,3 +116,25 @@ func mustURL(s string) *url.URL {
 	}
 	return u
 }
+
+// max_sessions_per_user: a login beyond the limit ends the user's oldest
+// session, on the memory and the Redis store; other users are untouched.
+func TestMaxSessionsPerUser(t *testing.T) {
+	for _, store := range []string{"memory", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			o := gwOpts{store: store, sessionMore: "max_sessions_per_user 2"}
+			if store == "redis" {
+				o.sessionMore += "\n\t\t\t" + redisBlock(harness.StartRedis(t).Addr())
+			}
+			g := startGW(t, o)
+			reader := g.reader()
+			first, second, third := g.admin(), g.admin(), g.admin()
+			want := map[*http.Client]int{first: 401, second: 200, third: 200, reader: 200}
+			for c, code := range want {
+				if r := do(t, c, "GET", g.base+"/api/x", map[string]string{"Accept": "application/json"}); r.StatusCode != code {
+					t.Errorf("%d, want %d", r.StatusCode, code)
+				}
+			}
+		})
+	}
+}

@@ -47,6 +47,8 @@ const (
 	EndReplaced = "replaced"
 	// EndAdmin: the session admin API ended it.
 	EndAdmin = "admin"
+	// EndLimit: a newer login beyond max_sessions_per_user ended it.
+	EndLimit = "limit"
 )
 
 // Results of a token exchange: the result label of TokenExchange.
@@ -70,7 +72,7 @@ const (
 )
 
 var (
-	endReasons      = []string{EndLogout, EndBackchannel, EndExpired, EndInvalidGrant, EndReplaced, EndAdmin}
+	endReasons      = []string{EndLogout, EndBackchannel, EndExpired, EndInvalidGrant, EndReplaced, EndAdmin, EndLimit}
 	exchangeResults = []string{ExchangeSuccess, ExchangeRefused, ExchangeUnavailable}
 	cacheModes      = [...]string{ModeMint, ModeExchange}
 	authzReasons    = [...]string{ReasonRule, ReasonDefault, ReasonPath}
