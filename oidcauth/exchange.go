@@ -98,17 +98,7 @@ func (h *Handler) parseExchange(status int, body []byte) (string, time.Time, err
 	if out.TokenType != "" && !strings.EqualFold(out.TokenType, "bearer") && !strings.EqualFold(out.TokenType, "N_A") {
 		return "", time.Time{}, fmt.Errorf("%w: token exchange: token_type %q is not Bearer", errProviderDown, safeCode(strings.ToLower(out.TokenType)))
 	}
-	var secs float64
-	if err := json.Unmarshal(out.ExpiresIn, &secs); err != nil {
-		// expires_in may come as a string from some providers.
-		var s string
-		if json.Unmarshal(out.ExpiresIn, &s) == nil {
-			_, err = fmt.Sscanf(s, "%g", &secs)
-		}
-		if err != nil {
-			secs = 0
-		}
-	}
+	secs := seconds(out.ExpiresIn)
 	if secs <= 0 {
 		// Without an expiry the token cannot be cached safely nor known to
 		// be short-lived: refuse it rather than forward a token forever.
