@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,21 +41,45 @@ func registerHandler(h *Handler) func() {
 	}
 }
 
-// liveHandlers lists one handler per shared session state (configs of the
-// same provider, client and store share one), in a stable order.
-func liveHandlers() []*Handler {
+// liveHandlers lists the loaded handlers of issuer ("" = every one), in a
+// stable order. Several may share a store; acting on each is safe (an
+// ending recorded twice is one ending, a session removed twice counts once).
+func liveHandlers(issuer string) []*Handler {
 	handlersMu.Lock()
 	defer handlersMu.Unlock()
-	seen := map[string]*Handler{}
+	out := make([]*Handler, 0, len(handlers))
 	for h := range handlers {
-		seen[h.stateKey] = h
+		if issuer == "" || h.Issuer == issuer {
+			out = append(out, h)
+		}
 	}
-	out := make([]*Handler, 0, len(seen))
-	for _, h := range seen {
-		out = append(out, h)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].stateKey < out[j].stateKey })
+	sort.Slice(out, func(i, j int) bool { return out[i].stateKey+out[i].storeID() < out[j].stateKey+out[j].storeID() })
 	return out
+}
+
+// issuers lists the distinct issuers of the loaded handlers.
+func issuers() []string {
+	handlersMu.Lock()
+	defer handlersMu.Unlock()
+	var out []string
+	for h := range handlers {
+		if !slices.Contains(out, h.Issuer) {
+			out = append(out, h.Issuer)
+		}
+	}
+	return out
+}
+
+// storeID names the storage behind a handler's sessions, so a listing
+// shows each session once however many configs share its store.
+func (h *Handler) storeID() string {
+	switch st := h.store.(type) {
+	case memoryView:
+		return fmt.Sprintf("memory %p", st.ms)
+	case *redisStore:
+		return "redis " + st.cfg.Name() + " " + strconv.Itoa(st.cfg.DB()) + " " + st.cfg.KeyPrefix
+	}
+	return h.Session.Store
 }
 
 // SessionAdmin is the session admin API in Caddy's admin endpoint, so it
@@ -91,26 +118,31 @@ type adminSession struct {
 
 func (a SessionAdmin) serve(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	sub, sid := q.Get("sub"), q.Get("sid")
-	if len(sub) > 1024 || len(sid) > 1024 {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("sub or sid too long")}
+	sub, sid, issuer := q.Get("sub"), q.Get("sid"), q.Get("issuer")
+	if len(sub) > 1024 || len(sid) > 1024 || len(issuer) > 2048 {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("sub, sid or issuer too long")}
+	}
+	// A subject is unique within its provider only: with several loaded,
+	// say which, or one user's DELETE would end another's sessions.
+	if iss := issuers(); issuer == "" && len(iss) > 1 {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("several providers are configured (%s): give issuer=", strings.Join(iss, ", "))}
 	}
 	switch r.Method {
 	case http.MethodGet:
 		if sub == "" {
 			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("GET /bff/sessions needs ?sub=")}
 		}
-		return a.list(w, r, sub)
+		return a.list(w, r, issuer, sub)
 	case http.MethodDelete:
 		if (sub == "") == (sid == "") {
 			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("DELETE /bff/sessions needs ?sub= or ?sid=, one of them")}
 		}
-		return a.end(w, r, sub, sid)
+		return a.end(w, r, issuer, sub, sid)
 	}
 	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
 }
 
-func (SessionAdmin) list(w http.ResponseWriter, r *http.Request, sub string) error {
+func (SessionAdmin) list(w http.ResponseWriter, r *http.Request, issuer, sub string) error {
 	out := struct {
 		Sessions []adminSession `json:"sessions"`
 		// Unlisted names the configs whose store cannot list sessions
@@ -118,7 +150,13 @@ func (SessionAdmin) list(w http.ResponseWriter, r *http.Request, sub string) err
 		Unlisted []string `json:"unlisted,omitempty"`
 	}{Sessions: []adminSession{}}
 	ms := func(v int64) string { return time.UnixMilli(v).UTC().Format(time.RFC3339) }
-	for _, h := range liveHandlers() {
+	listed := map[string]bool{}
+	for _, h := range liveHandlers(issuer) {
+		if id := h.storeID(); listed[id] {
+			continue
+		} else {
+			listed[id] = true
+		}
 		var metas []recordMeta
 		switch st := h.store.(type) {
 		case memoryView:
@@ -145,9 +183,9 @@ func (SessionAdmin) list(w http.ResponseWriter, r *http.Request, sub string) err
 	return json.NewEncoder(w).Encode(out)
 }
 
-func (SessionAdmin) end(w http.ResponseWriter, r *http.Request, sub, sid string) error {
+func (SessionAdmin) end(w http.ResponseWriter, r *http.Request, issuer, sub, sid string) error {
 	total, counted := 0, true
-	for _, h := range liveHandlers() {
+	for _, h := range liveHandlers(issuer) {
 		n, err := h.endSessionsOf(r.Context(), sub, sid)
 		if err != nil {
 			h.logger.Error("session admin: ending sessions failed", zap.Error(err))

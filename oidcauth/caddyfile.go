@@ -49,6 +49,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		userinfo      auto|on|off
 //		par           auto|off|required
 //		external_url  <origin>
+//		forwarded_hosts <host...>
 //		session {
 //			store        cookie|memory|redis
 //			keys         <secret...>
@@ -68,7 +69,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for n := d.Nesting(); d.NextBlock(n); {
 		name := d.Val()
-		repeatable := name == "public" || name == "auth_params" || name == "trusted_origins" || name == "resource"
+		repeatable := name == "public" || name == "auth_params" || name == "trusted_origins" || name == "resource" || name == "forwarded_hosts"
 		if seen[name] && !repeatable {
 			return d.Errf("subdirective %q given more than once", name)
 		}
@@ -122,6 +123,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.Resource = append(h.Resource, args...)
+		case "forwarded_hosts":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			h.ForwardedHosts = append(h.ForwardedHosts, args...)
 		case "scopes":
 			h.Scopes = d.RemainingArgs()
 			if len(h.Scopes) == 0 {

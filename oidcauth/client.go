@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -119,17 +120,18 @@ func (c *providerClient) authenticate(req *http.Request, form url.Values, method
 	return nil
 }
 
-// assertion is an RFC 7523 client assertion for a call to endpoint:
-// iss and sub the client id, aud the issuer and the endpoint (providers
-// check one or the other), a fresh jti and a short exp.
-func (c *providerClient) assertion(endpoint string) (string, error) {
+// assertion is an RFC 7523 client assertion: iss and sub the client id,
+// aud the issuer alone (as draft-ietf-oauth-rfc7523bis asks, so an
+// assertion for one provider is never good at another's endpoint), a fresh
+// jti and a short exp.
+func (c *providerClient) assertion(string) (string, error) {
 	var jti [16]byte
 	_, _ = rand.Read(jti[:])
 	now := time.Now()
 	claims := jwt.MapClaims{
 		"iss": c.clientID,
 		"sub": c.clientID,
-		"aud": []string{c.issuer, endpoint},
+		"aud": c.issuer,
 		"jti": base64.RawURLEncoding.EncodeToString(jti[:]),
 		"iat": now.Unix(),
 		"exp": now.Add(assertionLifetime).Unix(),
@@ -223,20 +225,29 @@ func (c *providerClient) token(ctx context.Context, call, endpoint, method strin
 	return tok.WithExtra(extra), nil
 }
 
+// maxExpiresIn caps a token lifetime the provider states: a larger (or
+// infinite) expires_in would overflow the expiry, or keep a token cached
+// for good.
+const maxExpiresIn = 24 * 60 * 60
+
 // seconds reads expires_in: a JSON number, or a string holding one (some
-// providers send that); 0 when absent or unreadable.
+// providers send that), at most maxExpiresIn; 0 when absent, unreadable,
+// negative or not finite.
 func seconds(raw json.RawMessage) float64 {
 	var secs float64
-	if err := json.Unmarshal(raw, &secs); err == nil {
-		return secs
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		if v, err := strconv.ParseFloat(strings.TrimSpace(s), 64); err == nil {
-			return v
+	if err := json.Unmarshal(raw, &secs); err != nil {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return 0
+		}
+		if secs, err = strconv.ParseFloat(strings.TrimSpace(s), 64); err != nil {
+			return 0
 		}
 	}
-	return 0
+	if math.IsNaN(secs) || math.IsInf(secs, 0) || secs <= 0 {
+		return 0
+	}
+	return min(secs, maxExpiresIn)
 }
 
 // addResources adds the resource indicators (RFC 8707) to a request's

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -101,8 +102,8 @@ func TestAuthenticate(t *testing.T) {
 	if err != nil || parsed.Header["kid"] != key.KID {
 		t.Fatalf("assertion: %v, kid %v", err, parsed.Header["kid"])
 	}
-	if aud, _ := claims.GetAudience(); !slices.Contains(aud, srv.URL+"/token") {
-		t.Fatalf("assertion aud %v lacks the endpoint", aud)
+	if aud, _ := claims.GetAudience(); !slices.Equal(aud, []string{"https://id.example"}) {
+		t.Fatalf("assertion aud %v, want the issuer alone", aud)
 	}
 	if exp, _ := claims.GetExpirationTime(); exp.After(time.Now().Add(2 * time.Minute)) {
 		t.Fatalf("assertion lives until %v", exp)
@@ -118,6 +119,15 @@ func TestAuthenticate(t *testing.T) {
 
 // Refusals carry the status and error code, never the body; outages and
 // non-token answers are errProviderDown.
+func TestSeconds(t *testing.T) {
+	for in, want := range map[string]float64{`60`: 60, `"60"`: 60, `1e12`: maxExpiresIn, `"1e300"`: maxExpiresIn,
+		`"Inf"`: 0, `"NaN"`: 0, `-5`: 0, `null`: 0, `"soon"`: 0, ``: 0, `{}`: 0} {
+		if got := seconds(json.RawMessage(in)); got != want {
+			t.Errorf("seconds(%s) = %v, want %v", in, got, want)
+		}
+	}
+}
+
 func TestTokenErrors(t *testing.T) {
 	answer := ""
 	status := 0

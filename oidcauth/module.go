@@ -131,6 +131,9 @@ type Handler struct {
 	// the redirect and post-logout URIs and the CSRF origin check. Default:
 	// X-Forwarded-Proto/-Host from a trusted proxy, else the request.
 	ExternalURL string `json:"external_url,omitempty"`
+	// Public hosts a trusted proxy may name in X-Forwarded-Host, for a
+	// proxy that rewrites Host. Any other X-Forwarded-Host is ignored.
+	ForwardedHosts []string `json:"forwarded_hosts,omitempty"`
 	// Pushed authorization requests (RFC 9126): auto (default: when the
 	// provider offers them), off (unless the provider requires them), or
 	// required (no login without; a provider that has none is an error).
@@ -152,6 +155,7 @@ type Handler struct {
 	client        *providerClient
 	unregister    func()
 	external      *origin
+	forwardedHosts []string // lower-cased ForwardedHosts
 	public        caddyhttp.MatchPath
 	csrf          *http.CrossOriginProtection
 	idle          time.Duration
@@ -244,6 +248,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.ExternalURL = resolve("external_url", h.ExternalURL)
 	if h.ExternalURL != "" {
 		h.external, _ = parseExternalURL(h.ExternalURL) // Validate names a bad one
+	}
+	for _, fh := range h.ForwardedHosts {
+		h.forwardedHosts = append(h.forwardedHosts, strings.ToLower(fh))
 	}
 	h.ClientID = resolve("client_id", h.ClientID)
 	h.clientSecret = resolve("client_secret", h.ClientSecret)
@@ -382,6 +389,11 @@ func (h *Handler) validateClient() error {
 	case "", "auto", "on", "off":
 	default:
 		return fmt.Errorf("oidc_auth: userinfo %q is not one of auto, on, off", h.UserInfo)
+	}
+	for _, fh := range h.ForwardedHosts {
+		if !validHost(fh) {
+			return fmt.Errorf("oidc_auth: forwarded_hosts %q is not a host[:port]", fh)
+		}
 	}
 	if h.ExternalURL != "" {
 		if _, ok := parseExternalURL(h.ExternalURL); !ok {

@@ -3,6 +3,7 @@ package oidcauth
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -20,11 +21,15 @@ type origin struct {
 }
 
 // setOrigin decides r's external origin, in order: external_url; else
-// X-Forwarded-Proto and X-Forwarded-Host, but only when the request comes
-// from one of Caddy's trusted_proxies (server option) and never from
-// anyone else; else the request. It decides the cookie variant (__Host-
-// and Secure on HTTPS), the redirect and post-logout URIs, the CSRF origin
-// check and the same-origin Referer of login_url.
+// the request's Host with the scheme of X-Forwarded-Proto, but only when
+// the request comes from one of Caddy's trusted_proxies (server option)
+// and never from anyone else; else the request. X-Forwarded-Host is
+// honoured only for a host listed in forwarded_hosts: load balancers such
+// as AWS ALB and GCP pass a client's X-Forwarded-Host through unchanged,
+// and a redirect_uri built from it would send the code to the attacker's
+// host. It decides the cookie variant (__Host- and Secure on HTTPS), the
+// redirect and post-logout URIs, the CSRF origin check and the
+// same-origin Referer of login_url.
 func (h *Handler) setOrigin(r *http.Request) {
 	if h.external != nil {
 		caddyhttp.SetVar(r.Context(), originVarKey, h.external)
@@ -35,10 +40,12 @@ func (h *Handler) setOrigin(r *http.Request) {
 	}
 	o := origin{https: r.TLS != nil, host: r.Host}
 	changed := false
-	if p := firstValue(r.Header.Get("X-Forwarded-Proto")); p == "https" || p == "http" {
+	// The nearest proxy's value: a proxy appends to (or replaces) what
+	// the client sent.
+	if p := lastValue(r.Header.Values("X-Forwarded-Proto")); p == "https" || p == "http" {
 		o.https, changed = p == "https", true
 	}
-	if fh := firstValue(r.Header.Get("X-Forwarded-Host")); validHost(fh) {
+	if fh := lastValue(r.Header.Values("X-Forwarded-Host")); fh != "" && slices.Contains(h.forwardedHosts, fh) {
 		o.host, changed = fh, true
 	}
 	if changed {
@@ -46,10 +53,16 @@ func (h *Handler) setOrigin(r *http.Request) {
 	}
 }
 
-// firstValue is the first (client-most) entry of a comma-separated
-// forwarded header, trimmed and lower-cased.
-func firstValue(v string) string {
-	v, _, _ = strings.Cut(v, ",")
+// lastValue is the last (proxy-most) entry of a forwarded header, over
+// all its lines and comma-separated values, trimmed and lower-cased.
+func lastValue(lines []string) string {
+	if len(lines) == 0 {
+		return ""
+	}
+	v := lines[len(lines)-1]
+	if i := strings.LastIndexByte(v, ','); i >= 0 {
+		v = v[i+1:]
+	}
 	return strings.ToLower(strings.TrimSpace(v))
 }
 

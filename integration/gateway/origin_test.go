@@ -140,6 +140,20 @@ func TestBehindTLSProxy(t *testing.T) {
 		t.Fatalf("logout through the proxy: %v %v", r, err)
 	}
 
+	// From a trusted proxy, X-Forwarded-Host is a client's to forge (ALB
+	// and GCP pass it through): ignored unless listed in forwarded_hosts.
+	// X-Forwarded-Proto counts by its last (nearest proxy's) value.
+	if got, _ := redirectURI(t, back.base, map[string]string{"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http, https"}); got != "https://"+back.addr+"/auth/callback" {
+		t.Fatalf("trusted proxy, forged X-Forwarded-Host: redirect_uri %q", got)
+	}
+	listed := originGW(t, op, "servers {\n\t\ttrusted_proxies static 127.0.0.1/32\n\t}", "forwarded_hosts portal.example.com")
+	if got, _ := redirectURI(t, listed.base, map[string]string{"X-Forwarded-Host": "portal.example.com", "X-Forwarded-Proto": "https"}); got != "https://portal.example.com/auth/callback" {
+		t.Fatalf("forwarded_hosts: redirect_uri %q", got)
+	}
+	if got, _ := redirectURI(t, listed.base, map[string]string{"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}); got != "https://"+listed.addr+"/auth/callback" {
+		t.Fatalf("forwarded_hosts, unlisted host: redirect_uri %q", got)
+	}
+
 	// Not among trusted_proxies: the forwarded headers are ignored.
 	untrusted := originGW(t, op, "servers {\n\t\ttrusted_proxies static 10.0.0.0/8\n\t}", "")
 	got, resp := redirectURI(t, untrusted.base, map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"})

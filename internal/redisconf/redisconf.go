@@ -291,3 +291,6 @@ func (r *Resolved) Probe(c redis.UniversalClient) func(context.Context) error {
 		return err
 	}
 }
+
+// DB is the database number.
+func (r *Resolved) DB() int { return r.opts.DB }
