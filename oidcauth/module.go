@@ -143,28 +143,28 @@ type Handler struct {
 	Session *SessionConfig `json:"session,omitempty"`
 
 	// resolved configuration
-	clientSecret  string
-	keys          *keyring
-	store         store
-	ends          endings
-	redis         *redisCoord // nil without a redis block
-	releaseRedis  func()
-	state         *sharedState
-	stateKey      string
-	disc          *discovery
-	client        *providerClient
-	unregister    func()
-	external      *origin
+	clientSecret   string
+	keys           *keyring
+	store          store
+	ends           endings
+	redis          *redisCoord // nil without a redis block
+	releaseRedis   func()
+	state          *sharedState
+	stateKey       string
+	disc           *discovery
+	client         *providerClient
+	unregister     func()
+	external       *origin
 	forwardedHosts []string // lower-cased ForwardedHosts
-	public        caddyhttp.MatchPath
-	csrf          *http.CrossOriginProtection
-	idle          time.Duration
-	lifetime      time.Duration
-	skew          time.Duration
-	touchInterval time.Duration
-	logger        *zap.Logger
-	audit         *zap.Logger
-	now           func() time.Time
+	public         caddyhttp.MatchPath
+	csrf           *http.CrossOriginProtection
+	idle           time.Duration
+	lifetime       time.Duration
+	skew           time.Duration
+	touchInterval  time.Duration
+	logger         *zap.Logger
+	audit          *zap.Logger
+	now            func() time.Time
 }
 
 // SessionConfig configures where sessions live and how long.
