@@ -120,9 +120,10 @@ type Token struct {
 	// half) remains.
 	TTL caddy.Duration `json:"ttl,omitempty"`
 
-	// Issuer is the `iss` claim of minted tokens. Default: the origin the
-	// request was made to (scheme://host), which follows the Host header;
-	// set it when services check the issuer.
+	// Issuer is the `iss` claim of minted tokens. Default: the site's
+	// origin as oidc_auth sees it (scheme://host: external_url, a trusted
+	// proxy's scheme, the Host header); set it when services check the
+	// issuer.
 	Issuer string `json:"issuer,omitempty"`
 
 	// Claims names session claims (ID token and UserInfo) to copy into

@@ -45,7 +45,8 @@ func (m *mintSource) header(r *http.Request, id *oidcauth.Identity) (string, err
 	}
 	k := cacheKey{session: id.SessionKey(), subject: id.Subject}
 	if m.t.Issuer == "" {
-		k.host, k.tls = r.Host, r.TLS != nil
+		// The site's origin as the browser sees it, behind a proxy too.
+		k.tls, k.host = oidcauth.ExternalOrigin(r)
 	}
 	// The flight key covers everything the token depends on beyond k, so
 	// a request whose scopes changed mid-flight never gets a token minted

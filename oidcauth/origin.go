@@ -83,6 +83,12 @@ func originOf(r *http.Request) (https bool, host string) {
 	return r.TLS != nil, r.Host
 }
 
+// ExternalOrigin returns the site's origin as the browser sees it (see
+// external_url and forwarded_hosts): whether it is HTTPS, and its host.
+// For handlers after oidc_auth, such as bff_token's default issuer; without
+// an oidc_auth in front it is the request's own.
+func ExternalOrigin(r *http.Request) (https bool, host string) { return originOf(r) }
+
 // isHTTPS reports whether the browser reaches the site over HTTPS.
 func isHTTPS(r *http.Request) bool {
 	https, _ := originOf(r)
