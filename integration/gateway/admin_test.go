@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-bff/caddy-bff/integration/internal/harness"
 	"github.com/caddy-bff/caddy-bff/integration/internal/testop"
@@ -78,6 +79,7 @@ func TestSessionAdminAPI(t *testing.T) {
 	if status, _ := adminCall(t, "GET", "http://"+adminAddr+"/bff/sessions"); status != 400 {
 		t.Fatalf("GET without sub: %d", status)
 	}
+	g.caddy.WaitLog("admin_end_sessions", 5*time.Second) // stderr comes through a pipe
 	found := false
 	for _, e := range g.caddy.LogEntries() {
 		if e["msg"] == "admin_end_sessions" && e["sub"] == testop.AdminSubject && e["outcome"] == "success" {

@@ -638,6 +638,9 @@ func TestSessionOutgrowsCookie(t *testing.T) {
 	if sessionCookieSet(r) {
 		t.Fatal("a truncated session cookie was set")
 	}
+	// Caddy's stderr reaches the harness through a pipe, maybe after the
+	// answer does.
+	g.caddy.WaitLog("session too large", 5*time.Second)
 	found := false
 	for _, e := range g.caddy.LogEntries() {
 		if e["level"] == "error" && strings.Contains(fmt.Sprint(e["msg"]), "too large") && e["bytes"] != nil && e["limit"] != nil {

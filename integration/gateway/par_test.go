@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-bff/caddy-bff/integration/internal/harness"
 )
@@ -104,7 +105,7 @@ func TestPARRequiredWithoutPAR(t *testing.T) {
 	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Location") != "" {
 		t.Fatalf("par required without PAR: %d, Location %q", r.StatusCode, r.Header.Get("Location"))
 	}
-	if !g.caddy.WaitLog("pushed_authorization_request_endpoint", 0) {
+	if !g.caddy.WaitLog("pushed_authorization_request_endpoint", 5*time.Second) {
 		t.Fatalf("the log does not name what is missing:\n%s", g.caddy.Logs())
 	}
 }
