@@ -56,6 +56,19 @@ http://{{.AddrB}} {
 		}
 	}
 	handle /api/* {
+		# SPEC §9's chain: a realistic policy of 20 rules, the benchmarked
+		# path matched by the last; a rate limit the run never exhausts.
+		scope_authz {
+{{- range .Rules}}
+			allow {{.}}
+{{- end}}
+			allow GET /api/bench authenticated
+			default deny
+		}
+		bff_rate_limit {
+			rate 1000000r/s
+			burst 1000000
+		}
 		bff_token {
 			mode mint
 			audience {{.Audience}}
@@ -76,10 +89,14 @@ type caddyConfig struct {
 	Issuer, KeyFile        string
 	Store, RedisAddr       string
 	Audience, Transport    string
+	Rules                  []string // scope_authz rules before the benchmarked one
 }
 
 func caddyfile(c caddyConfig) string {
 	c.Audience, c.Transport = audience, transport
+	for i := range 19 {
+		c.Rules = append(c.Rules, fmt.Sprintf("GET POST /api/svc%02d/* svc%02d:read", i, i))
+	}
 	var b strings.Builder
 	if err := caddyfileTemplate.Execute(&b, c); err != nil {
 		panic(err) // the template and its fields are fixed

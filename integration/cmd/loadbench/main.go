@@ -7,9 +7,11 @@
 //   - ONE Caddy process (the project's cmd/caddy, built without -race)
 //     serving two sites on two loopback ports:
 //     A: `reverse_proxy UPSTREAM` and nothing else;
-//     B: the full chain: oidc_auth (cookie session store) and, for
-//     /api/*, bff_token in mint mode (the JWT comes from its cache) in
-//     front of the same reverse_proxy;
+//     B: the full chain SPEC §9 names: oidc_auth (cookie session store
+//     by default) and, for /api/*, scope_authz (20 rules, the benchmarked
+//     path matched by the last), bff_rate_limit (a budget the run never
+//     exhausts) and bff_token in mint mode (the JWT comes from its cache)
+//     in front of the same reverse_proxy;
 //     both reverse_proxy blocks have the same transport settings.
 //
 // It logs in once on B through the provider's real login form, then sends
@@ -31,8 +33,8 @@
 // site. A fixed number of goroutines (-conns) each send requests in a
 // loop over a keep-alive client (MaxIdleConnsPerHost = -conns); any
 // answer other than 200, or any transport error, stops the run with exit
-// status 1. The result is the median requests/s of each site, the ratio
-// B/A of those medians (target ≥ 0.90, aim ≥ 0.95), p50/p99 latency over
+// status 1. The result is the median requests/s of each site, the median
+// of the per-round ratios B/A (the gate: target ≥ 0.90, aim ≥ 0.95), p50/p99 latency over
 // all measured requests of a site, and Caddy's CPU time per request (from
 // /proc, where there is one): the ratio is end to end, the CPU figure is
 // the gateway's own cost.

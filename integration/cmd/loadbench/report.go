@@ -43,7 +43,7 @@ func (r *result) print(w io.Writer) {
 	case r.Ratio < r.Target:
 		verdict = "BELOW the target (0.90)"
 	}
-	fmt.Fprintf(bw, "\n  throughput ratio B/A (medians): %.3f — %s\n", r.Ratio, verdict)
+	fmt.Fprintf(bw, "\n  throughput ratio B/A (median of the per-round ratios): %.3f — %s\n", r.Ratio, verdict)
 	var pr []string
 	for _, p := range r.PairRatios {
 		pr = append(pr, strconv.FormatFloat(p, 'f', 3, 64))
