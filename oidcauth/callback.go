@@ -286,10 +286,8 @@ func (e *scrubbedError) Error() string {
 // the server's own reason phrase) in its error, and a page that echoes the
 // request would put the access token into our log.
 func userInfoError(err error) error {
-	msg := err.Error()
-	if len(msg) >= 4 && msg[3] == ' ' && '1' <= msg[0] && msg[0] <= '5' &&
-		'0' <= msg[1] && msg[1] <= '9' && '0' <= msg[2] && msg[2] <= '9' {
-		return errors.New("userinfo endpoint answered " + msg[:3])
+	if status := userInfoStatus(err); status != "" {
+		return errors.New("userinfo endpoint answered " + status)
 	}
 	return err
 }
@@ -297,8 +295,20 @@ func userInfoError(err error) error {
 // userInfoRefused reports whether a UserInfo error is the endpoint
 // refusing the token (401 or 403), not an outage.
 func userInfoRefused(err error) bool {
+	status := userInfoStatus(err)
+	return status == "401" || status == "403"
+}
+
+// userInfoStatus is the HTTP status go-oidc puts first in the error of a
+// non-200 UserInfo answer ("401 Unauthorized: <body>"), or "" for other
+// errors (network, decoding).
+func userInfoStatus(err error) string {
 	msg := err.Error()
-	return strings.HasPrefix(msg, "401 ") || strings.HasPrefix(msg, "403 ")
+	if len(msg) >= 4 && msg[3] == ' ' && '1' <= msg[0] && msg[0] <= '5' &&
+		'0' <= msg[1] && msg[1] <= '9' && '0' <= msg[2] && msg[2] <= '9' {
+		return msg[:3]
+	}
+	return ""
 }
 
 func safeCode(c string) string {
