@@ -309,7 +309,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.ends = redisEndings{c: client, cfg: rc, now: h.now}
 		h.redis = &redisCoord{c: client, cfg: rc}
 		if h.Session.Store == storeRedis {
-			h.store = &redisStore{c: client, cfg: rc, keys: h.keys, now: h.now, idle: h.idle, lifetime: h.lifetime,
+			h.store = &redisStore{c: client, reader: hotReader(client), cfg: rc, keys: h.keys, now: h.now, idle: h.idle, lifetime: h.lifetime,
 				decoded: bounded.New[string, decodedSession](maxDecoded, nil)}
 		}
 	}

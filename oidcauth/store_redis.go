@@ -22,6 +22,7 @@ import (
 // find every session to end.
 type redisStore struct {
 	c        redis.UniversalClient
+	reader   getter // the hot path's GET: c's auto-pipeliner where it has one, else c
 	cfg      *redisconf.Resolved
 	keys     *keyring
 	now      func() time.Time
@@ -39,6 +40,33 @@ type redisStore struct {
 type decodedSession struct {
 	raw string
 	s   *session
+}
+
+// getter is the one command of the hot path.
+type getter interface {
+	Get(ctx context.Context, key string) *redis.StringCmd
+}
+
+// autoPipelined is implemented by go-redis's standalone, Sentinel
+// (failover), Cluster and Ring clients.
+type autoPipelined interface {
+	AutoPipeline() (*redis.AutoPipeliner, error)
+}
+
+// hotReader is what load sends its GET through: go-redis's auto-pipeliner
+// (its blocking face), so that the GETs of concurrent requests share round
+// trips and syscalls instead of each taking a pooled connection, or c itself
+// when the client has none. The pipeliner belongs to the client (closing the
+// client stops it) and is shared by every store on that client. Each GET
+// still goes to Redis and is answered in order after every write this
+// instance has finished: a logout anywhere shows on the next request.
+func hotReader(c redis.UniversalClient) getter {
+	if ap, ok := c.(autoPipelined); ok {
+		if p, err := ap.AutoPipeline(); err == nil {
+			return p
+		}
+	}
+	return c
 }
 
 // maxDecoded bounds the decode cache (entries of a few KiB).
@@ -60,7 +88,11 @@ func (rs *redisStore) load(ctx context.Context, value string) (*session, error) 
 		return nil, errNoSession
 	}
 	hkey := hashID(value)
-	raw, err := rs.c.Get(ctx, rs.keySession(hkey)).Result()
+	r := rs.reader
+	if r == nil {
+		r = rs.c
+	}
+	raw, err := r.Get(ctx, rs.keySession(hkey)).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, errNoSession
 	}
