@@ -49,14 +49,16 @@ test: deps vet unit validate-example integration
 
 # bench: the same browser requests (session cookie included) to a bare
 # reverse_proxy (A) and to SPEC §9's chain (B: oidc_auth, scope_authz with
-# 20 rules, bff_rate_limit, bff_token mint), side by side in one run; the
-# median of the per-round ratios must be >= 90%. Then, for the record: A
-# without the cookie (the chain's cost including the cookie's bytes), and
-# the Redis store.
+# 20 rules, bff_rate_limit, bff_token mint), side by side in one run, for
+# the cookie, memory and redis session stores. Gates on the median of the
+# per-round ratios: cookie >= 0.95, redis >= 0.90 (memory is reported).
+# Every variant runs; the target fails at the end if any gate failed.
 bench:
-	cd integration && $(GO) run ./cmd/loadbench -a-cookie -min-ratio 0.90
-	cd integration && $(GO) run ./cmd/loadbench -min-ratio 0
-	cd integration && $(GO) run ./cmd/loadbench -a-cookie -store redis -min-ratio 0
+	@cd integration && fail=0; \
+	$(GO) run ./cmd/loadbench -a-cookie -store cookie -min-ratio 0.95 || fail=1; \
+	$(GO) run ./cmd/loadbench -a-cookie -store memory -min-ratio 0 || fail=1; \
+	$(GO) run ./cmd/loadbench -a-cookie -store redis -min-ratio 0.90 || fail=1; \
+	exit $$fail
 
 demo:
 	cd integration && $(GO) run ./cmd/demo

@@ -36,12 +36,9 @@ func (r *result) print(w io.Writer) {
 		fmt.Fprintf(tw, "  %s\t%s\t%.0f\t%.2fms\t%.2fms\t%s\t%s\t%s\n", s.name, s.s.Label, s.s.MedianRPS, s.s.P50ms, s.s.P99ms, cpu, self, strings.Join(rounds, " "))
 	}
 	_ = tw.Flush()
-	verdict := "meets the target (≥ 0.90)"
-	switch {
-	case r.Ratio >= r.Aim:
-		verdict = "meets the aim (≥ 0.95)"
-	case r.Ratio < r.Target:
-		verdict = "BELOW the target (0.90)"
+	verdict := fmt.Sprintf("meets the gate (≥ %.2f)", r.Target)
+	if r.Ratio < r.Target {
+		verdict = fmt.Sprintf("BELOW the gate (%.2f)", r.Target)
 	}
 	fmt.Fprintf(bw, "\n  throughput ratio B/A (median of the per-round ratios): %.3f — %s\n", r.Ratio, verdict)
 	var pr []string
@@ -50,7 +47,14 @@ func (r *result) print(w io.Writer) {
 	}
 	fmt.Fprintf(bw, "  per-round ratios: %s\n", strings.Join(pr, " "))
 	if r.CPURatio > 0 {
-		fmt.Fprintf(bw, "  caddy CPU per request B/A: %.2f×\n", r.CPURatio)
+		fmt.Fprintf(bw, "  caddy CPU per request B/A: %.2f× (%+.1fµs per request)\n", r.CPURatio, r.CPUDiffUS)
+	}
+	if r.P99Ratio > 0 {
+		p99 := "within"
+		if r.P99Ratio > 1.05 {
+			p99 = "ABOVE"
+		}
+		fmt.Fprintf(bw, "  p99 B/A: %.3f (%s bare p99 + 5%%)\n", r.P99Ratio, p99)
 	}
 	if r.OtherLoad >= 0.10 {
 		fmt.Fprintf(bw, "  WARNING: other processes used up to %.0f%% of the CPUs during a round; the numbers are noisy\n", 100*r.OtherLoad)
