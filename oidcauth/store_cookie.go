@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/caddy-bff/caddy-bff/internal/bounded"
@@ -114,12 +115,26 @@ const (
 	maxSessionJSON = 64 << 10
 )
 
+// Compressors are pooled: a flate writer holds about 800 KB of state, and
+// allocating one per sealed cookie (every login, refresh and touch) made
+// each save cost that much garbage.
+var (
+	flateWriters = sync.Pool{New: func() any {
+		zw, _ := flate.NewWriter(nil, flate.BestCompression) // level is valid
+		return zw
+	}}
+	flateReaders sync.Pool // of io.ReadCloser that are flate.Resetter
+)
+
 func deflate(pt []byte) []byte {
 	var buf bytes.Buffer
 	buf.WriteByte(markDeflate)
-	zw, _ := flate.NewWriter(&buf, flate.BestCompression) // level is valid
+	zw := flateWriters.Get().(*flate.Writer)
+	zw.Reset(&buf)
 	_, _ = zw.Write(pt)
-	if zw.Close() != nil || buf.Len() >= len(pt) {
+	err := zw.Close()
+	flateWriters.Put(zw)
+	if err != nil || buf.Len() >= len(pt) {
 		return pt
 	}
 	return buf.Bytes()
@@ -129,7 +144,15 @@ func inflate(pt []byte) ([]byte, error) {
 	if len(pt) == 0 || pt[0] != markDeflate {
 		return pt, nil
 	}
-	out, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(pt[1:])), maxSessionJSON+1))
+	src := bytes.NewReader(pt[1:])
+	zr, _ := flateReaders.Get().(io.ReadCloser)
+	if zr == nil {
+		zr = flate.NewReader(src)
+	} else if zr.(flate.Resetter).Reset(src, nil) != nil {
+		zr = flate.NewReader(src)
+	}
+	out, err := io.ReadAll(io.LimitReader(zr, maxSessionJSON+1))
+	flateReaders.Put(zr)
 	if err != nil {
 		return nil, err
 	}
