@@ -48,7 +48,8 @@ type getter interface {
 }
 
 // autoPipelined is implemented by go-redis's standalone, Sentinel
-// (failover), Cluster and Ring clients.
+// (failover) and Cluster clients (a Ring refuses; NewUniversalClient never
+// builds one).
 type autoPipelined interface {
 	AutoPipeline() (*redis.AutoPipeliner, error)
 }
@@ -67,6 +68,34 @@ func hotReader(c redis.UniversalClient) getter {
 		}
 	}
 	return c
+}
+
+// get reads key through the auto-pipeliner, bounded by ctx. The pipeliner
+// runs its batches on a context of its own (go-redis documents that a
+// command's context does not bound it), so a Redis that stops answering
+// would hold the request for the pipeliner's dial retries and redirects,
+// far longer than the store's operation timeout; here the request gets its
+// error (a 503) when ctx ends, and the abandoned GET finishes in the
+// background within the pipeliner's own bound.
+func (rs *redisStore) get(ctx context.Context, key string) (string, error) {
+	if rs.reader == nil {
+		return rs.c.Get(ctx, key).Result()
+	}
+	type result struct {
+		raw string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		raw, err := rs.reader.Get(ctx, key).Result()
+		done <- result{raw, err}
+	}()
+	select {
+	case r := <-done:
+		return r.raw, r.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
 }
 
 // maxDecoded bounds the decode cache (entries of a few KiB).
@@ -88,11 +117,7 @@ func (rs *redisStore) load(ctx context.Context, value string) (*session, error) 
 		return nil, errNoSession
 	}
 	hkey := hashID(value)
-	r := rs.reader
-	if r == nil {
-		r = rs.c
-	}
-	raw, err := r.Get(ctx, rs.keySession(hkey)).Result()
+	raw, err := rs.get(ctx, rs.keySession(hkey))
 	if errors.Is(err, redis.Nil) {
 		return nil, errNoSession
 	}
