@@ -319,7 +319,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		cs.idle, cs.lifetime = h.idle, h.lifetime
 		h.store = cs
 	case storeMemory:
-		h.store = memoryView{ms: h.state.memory, keys: h.keys}
+		h.store = memoryView{ms: h.state.memory, keys: h.keys, decoded: bounded.New[string, decodedMemory](maxDecoded, nil)}
 	}
 
 	httpClient := &http.Client{Timeout: providerTimeout}

@@ -27,7 +27,9 @@ func storeKinds(t *testing.T) []storeKind {
 	memEnds := memoryEndings{rv: newRevocations(), now: time.Now}
 	kinds := []storeKind{
 		{"cookie", false, func(k *keyring) store { return newCookieStore(k, memEnds, time.Now) }},
-		{"memory", true, func(k *keyring) store { return memoryView{ms: ms, keys: k} }},
+		{"memory", true, func(k *keyring) store {
+			return memoryView{ms: ms, keys: k, decoded: bounded.New[string, decodedMemory](maxDecoded, nil)}
+		}},
 	}
 	srv := redistest.Start(t)
 	rc, err := (&redisconf.Config{Addresses: []string{srv.Addr()}, KeyPrefix: "contract:"}).Resolve()

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/caddy-bff/caddy-bff/internal/bounded"
 )
 
 // memoryStore keeps sessions in this process; the cookie carries only the
@@ -34,6 +36,18 @@ func newMemoryStore(now func() time.Time) *memoryStore {
 type memoryView struct {
 	ms   *memoryStore
 	keys *keyring
+
+	// decoded caches the session last opened per key with the record it
+	// came from, as the Redis store's does: every request still looks the
+	// entry up (an ending shows at once), but an unchanged record skips
+	// the HKDF, the AEAD open and the JSON decode. It belongs to this view,
+	// so a reload with other keys never serves what the old keys opened.
+	decoded *bounded.Map[string, decodedMemory]
+}
+
+type decodedMemory struct {
+	raw []byte // the entry's record; records are never modified, only replaced
+	s   *session
 }
 
 func (v memoryView) load(_ context.Context, value string) (*session, error) {
@@ -47,9 +61,17 @@ func (v memoryView) load(_ context.Context, value string) (*session, error) {
 	if !ok || !v.ms.now().Before(e.until) {
 		return nil, errNoSession
 	}
+	if v.decoded != nil && len(e.raw) > 0 {
+		if d, ok := v.decoded.Get(key); ok && len(d.raw) == len(e.raw) && &d.raw[0] == &e.raw[0] {
+			return d.s, nil
+		}
+	}
 	s, err := decodeRecord(v.keys, e.raw, value)
 	if err != nil {
 		return nil, errNoSession
+	}
+	if v.decoded != nil && len(e.raw) > 0 {
+		v.decoded.Put(key, decodedMemory{raw: e.raw, s: s})
 	}
 	return s, nil
 }
