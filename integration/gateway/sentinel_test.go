@@ -24,7 +24,7 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("before the failover: %d %s", r.StatusCode, r.body)
 	}
 	// The session reached the replica before the failover.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if keys, _ := s.Replica.Command("KEYS", "test:s:*"); keys != "" {
 			break
 		}

@@ -302,10 +302,21 @@ func StartSentinel(t testing.TB) *Sentinel {
 			}
 		}
 		if ok {
-			return s
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the sentinels did not find the replica")
+		}
+	}
+	// The sentinels list a replica before its first sync is done; a test
+	// that writes now would wait on a full resync. Wait for the link.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, err := replica.Command("INFO", "replication")
+		if err == nil && strings.Contains(out, "master_link_status:up") {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica never synced with the primary: %v %q", err, out)
 		}
 	}
 }
