@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -41,6 +42,7 @@ const (
 	fieldEntry   = "entry"
 	fieldRoute   = "route"
 	fieldRequire = "require"
+	fieldStepUp  = "step_up"
 )
 
 // Apps tells the portal's shell which micro-frontends the user may load:
@@ -116,8 +118,9 @@ type App struct {
 
 // compiledApp is an application ready to serve.
 type compiledApp struct {
-	name string
-	reqs scopeauthz.Requirements
+	name  string
+	route string
+	reqs  scopeauthz.Requirements
 	// body is the application's JSON in the answer.
 	body []byte
 }
@@ -210,6 +213,7 @@ func (a *Apps) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 		scopes = scopeauthz.ScopesFrom(id.Claims, id.Scopes, a.Claim)
 	}
 
+	now := time.Now()
 	body := make([]byte, 0, min(a.bodyCap, 64<<10))
 	body = append(body, `{"applications":[`...)
 	n := 0
@@ -221,7 +225,13 @@ func (a *Apps) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 		if n > 0 {
 			body = append(body, ',')
 		}
-		body = append(body, app.body...)
+		if su, ok := app.reqs.StepUp(); ok && !su.Met(id, now) {
+			// Listed, so the shell can offer it, with what opening it
+			// takes: a login that delivers the step-up.
+			body = appendStepUp(body, app.body, su, oidcauth.StepUpLoginURLFor(r, su, app.route))
+		} else {
+			body = append(body, app.body...)
+		}
 		n++
 	}
 	body = append(body, "]}\n"...)
@@ -246,6 +256,23 @@ func (a *Apps) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 		_, _ = w.Write(body)
 	}
 	return nil
+}
+
+// appendStepUp appends an application's JSON object with a `step_up`
+// member: `{"acr_values": "mfa", "max_age": 600, "login_url": "..."}`.
+func appendStepUp(body, app []byte, su oidcauth.StepUp, login string) []byte {
+	m := map[string]any{"login_url": login}
+	if su.ACR != "" {
+		m["acr_values"] = su.ACR
+	}
+	if su.MaxAge >= 0 {
+		m["max_age"] = int64(su.MaxAge / time.Second)
+	}
+	b, _ := json.Marshal(m)                  // cannot fail: strings and numbers
+	body = append(body, app[:len(app)-1]...) // the object without its }
+	body = append(body, `,"step_up":`...)
+	body = append(body, b...)
+	return append(body, '}')
 }
 
 // requireList is `require` in JSON: a space-separated string or an array
@@ -440,14 +467,14 @@ func (app *App) compile() (compiledApp, error) {
 	if err != nil {
 		return compiledApp{}, err
 	}
-	return compiledApp{name: app.Name, reqs: reqs, body: body}, nil
+	return compiledApp{name: app.Name, route: app.Route, reqs: reqs, body: body}, nil
 }
 
 // checkExtraName refuses extra fields that look like a misspelt known
 // field: a `Require` or `requires` passed through would silently leave the
 // application at the default requirement, authenticated.
 func checkExtraName(k string) error {
-	for _, f := range [...]string{fieldName, fieldTitle, fieldEntry, fieldRoute, fieldRequire} {
+	for _, f := range [...]string{fieldName, fieldTitle, fieldEntry, fieldRoute, fieldRequire, fieldStepUp} {
 		if k == f {
 			return fmt.Errorf("extra field %q is a field of its own", k)
 		}

@@ -128,6 +128,8 @@ type session struct {
 	expiresAt   time.Time
 	accessToken string
 	tokenExpiry time.Time
+	acr         string
+	authTime    time.Time
 }
 
 // newRequest is a request as Caddy's server hands it to handlers, with the
@@ -137,7 +139,8 @@ func newRequest(t testing.TB, method, target string, s *session) *http.Request {
 	r := httptest.NewRequest(method, target, nil)
 	r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), nil, &caddyhttp.Server{})
 	if s != nil {
-		id := &oidcauth.Identity{Subject: s.subject, Scopes: s.scopes, Claims: s.claims, ExpiresAt: s.expiresAt}
+		id := &oidcauth.Identity{Subject: s.subject, Scopes: s.scopes, Claims: s.claims, ExpiresAt: s.expiresAt,
+			ACR: s.acr, AuthTime: s.authTime}
 		oidcauth.InsecureSetIdentity(r, id, s.key, s.accessToken, s.tokenExpiry)
 	}
 	return r

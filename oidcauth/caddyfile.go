@@ -43,6 +43,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		refresh_skew  <duration>
 //		prompt        <value>
 //		auth_params   <name> <value>
+//		acr_levels    <strongest> > <weaker> > ...
 //		client_auth   basic|post|private_key_jwt|none
 //		client_key    <pem or path>
 //		resource      <uri...>
@@ -152,6 +153,23 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.RefreshSkew = dur
+		case "acr_levels":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			// `mfa > pwd`: values alternate with `>`, strongest first.
+			for i, a := range args {
+				if (i%2 == 1) != (a == ">") {
+					return d.Errf("acr_levels: write the values strongest first, separated by >: acr_levels mfa > pwd")
+				}
+				if i%2 == 0 {
+					h.ACRLevels = append(h.ACRLevels, a)
+				}
+			}
+			if len(args)%2 == 0 {
+				return d.Errf("acr_levels: a value must follow the last >")
+			}
 		case "auth_params":
 			var k, v string
 			if !d.Args(&k, &v) || d.NextArg() {

@@ -68,6 +68,46 @@ var caddyfileCases = []struct {
 				lifetime 8h
 			}
 		}`, ""},
+	{"acr levels", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			acr_levels phr > mfa > pwd
+			session {
+				keys ` + goodKey + `
+			}
+		}`, ""},
+	{"acr levels without >", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			acr_levels mfa pwd
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "separated by >"},
+	{"acr levels trailing >", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			acr_levels mfa >
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "must follow the last >"},
+	{"acr level twice", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			acr_levels mfa > pwd > mfa
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "ranked twice"},
+	{"acr level with a quote", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			acr_levels "a\"b" > pwd
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "printable ASCII"},
 	{"missing issuer", `oidc_auth {
 			client_id portal
 			session {

@@ -149,6 +149,16 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 		problem.Error(w, r, http.StatusUnauthorized, "the ID token did not verify")
 		return
 	}
+	acr, _ := idClaims["acr"].(string)
+	authTime := numericDate(idClaims["auth_time"])
+	// Step-up: a provider that ignored acr_values or max_age must not
+	// satisfy them; the browser's current session, if any, stays as it was.
+	if !h.stepUpDelivered(&ls, acr, authTime) {
+		audit.Write(h.audit, audit.Login, r, audit.Entry{Sub: idt.Subject, Outcome: audit.StepUpNotMet})
+		problem.Write(w, r, problem.Details{Status: http.StatusUnauthorized, Error: "insufficient_user_authentication",
+			Detail: "the identity provider did not perform the authentication this login asked for (acr_values or max_age)"})
+		return
+	}
 
 	// No fixation: whatever session the browser had ends, and the new one
 	// gets a fresh random id. An ending that cannot be recorded fails the
@@ -178,6 +188,12 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	if sid, ok := idClaims["sid"].(string); ok {
 		s.SID = sid
 	}
+	if len(acr) <= 128 {
+		s.ACR = acr
+	}
+	if !authTime.IsZero() {
+		s.AuthTime = authTime.Unix()
+	}
 	s.setTokenExpiry(tok)
 	s.key = hashID(s.ID)
 	value, err := h.store.save(r.Context(), s, true, s.end(h.idle, h.lifetime))
@@ -191,6 +207,38 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	h.limitSessions(r, s)
 	audit.Write(h.audit, audit.Login, r, audit.Entry{Sub: s.Subject, Outcome: audit.Success})
 	http.Redirect(w, r, ls.ReturnTo, http.StatusFound)
+}
+
+// stepUpDelivered reports whether the ID token's acr and auth_time meet
+// what the login asked for: an acr among (or ranked at least as strong as
+// one of) its acr_values, and an authentication no older than max_age
+// before the login started (OpenID Connect Core §3.1.2.1: auth_time is
+// then required).
+func (h *Handler) stepUpDelivered(ls *loginState, acr string, authTime time.Time) bool {
+	if len(ls.ACR) > 0 && !h.acrSatisfies(acr, ls.ACR) {
+		return false
+	}
+	if ls.MaxAge != nil {
+		if authTime.IsZero() {
+			return false
+		}
+		oldest := ls.started().Add(-time.Duration(*ls.MaxAge)*time.Second - authTimeLeeway)
+		if authTime.Before(oldest) {
+			return false
+		}
+	}
+	return true
+}
+
+// numericDate reads a JWT NumericDate claim (RFC 7519 §2: seconds since
+// the epoch, possibly fractional); anything else, or a value before 2000
+// or past 9999, is the zero time.
+func numericDate(v any) time.Time {
+	f, ok := v.(float64)
+	if !ok || f < 946684800 || f > 253402300799 {
+		return time.Time{}
+	}
+	return time.Unix(int64(f), 0)
 }
 
 // userClaims merges the ID token's claims with UserInfo (the ID token wins,

@@ -28,6 +28,12 @@ type Identity struct {
 	Claims map[string]any
 	// ExpiresAt is when the session ends at the latest (its lifetime).
 	ExpiresAt time.Time
+	// ACR is the authentication context class the provider reported for
+	// the login (the ID token's `acr`), or empty.
+	ACR string
+	// AuthTime is when the user last authenticated at the provider (the
+	// ID token's `auth_time`), or zero when the provider did not say.
+	AuthTime time.Time
 
 	sessionKey    string
 	idleExpiresAt time.Time
@@ -67,6 +73,22 @@ func (id *Identity) SessionKey() string { return id.sessionKey }
 // expiry; oidc_auth has refreshed it within refresh_skew of expiry. It is a
 // secret: never log it or send it to the browser.
 func (id *Identity) AccessToken() (string, time.Time) { return id.accessToken, id.tokenExpiry }
+
+// MeetsACR reports whether the login's authentication context class is
+// want, or one the oidc_auth that saw the request ranks at least as strong
+// (acr_levels, strongest first). An unranked value meets only itself.
+func (id *Identity) MeetsACR(want string) bool {
+	if id.ACR == "" {
+		return false
+	}
+	if id.ACR == want {
+		return true
+	}
+	if id.handler == nil {
+		return false
+	}
+	return id.handler.acrMeets(id.ACR, want)
+}
 
 // HasScope reports whether the user was granted scope s.
 func (id *Identity) HasScope(s string) bool {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,7 +38,14 @@ type loginState struct {
 	Verifier string `json:"v"`
 	ReturnTo string `json:"r"`
 	Expires  int64  `json:"e"`
+	// Step-up: the acr values asked for, and max_age in seconds (-1 or
+	// absent in older cookies: none; see maxAge).
+	ACR    []string `json:"a,omitempty"`
+	MaxAge *int64   `json:"m,omitempty"`
 }
+
+// started is when the login began.
+func (ls *loginState) started() time.Time { return time.Unix(ls.Expires, 0).Add(-loginTTL) }
 
 func randomToken() string {
 	var b [32]byte
@@ -74,12 +82,21 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
+	acr, maxAge, ok := loginStepUp(q)
+	if !ok {
+		problem.Error(w, r, http.StatusBadRequest, "malformed acr_values or max_age: acr_values is a space-separated list of acr values, max_age a number of seconds")
+		return
+	}
 	ls := loginState{
 		State:    randomToken(),
 		Nonce:    randomToken(),
 		Verifier: oauth2.GenerateVerifier(),
 		ReturnTo: returnToOr(q.Get("return_to")),
 		Expires:  h.now().Add(loginTTL).Unix(),
+		ACR:      acr,
+	}
+	if maxAge >= 0 {
+		ls.MaxAge = &maxAge
 	}
 	pt, _ := json.Marshal(ls) // cannot fail: strings and ints
 	h.dropOldLogins(w, r)
@@ -98,6 +115,18 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	for k, v := range h.AuthParams {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	// Step-up (OpenID Connect Core §3.1.2.1): these override auth_params
+	// of the same name for this login; max_age 0 means "authenticate
+	// again now", which prompt=login says to providers that ignore it.
+	if len(acr) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("acr_values", strings.Join(acr, " ")))
+	}
+	if maxAge >= 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(maxAge, 10)))
+		if maxAge == 0 {
+			opts = append(opts, oauth2.SetAuthURLParam("prompt", h.promptWithLogin()))
+		}
 	}
 	authURL := conf.AuthCodeURL(ls.State, opts...)
 	if len(h.Resource) > 0 {
@@ -118,6 +147,22 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, authURL, http.StatusFound)
+}
+
+// promptWithLogin is the login's prompt with `login` added (keeping
+// `consent`, which offline_access needs); `none` cannot go with it.
+func (h *Handler) promptWithLogin() string {
+	p := h.Prompt
+	if v, ok := h.AuthParams["prompt"]; ok {
+		p = v
+	}
+	out := []string{"login"}
+	for _, v := range strings.Fields(p) {
+		if v != "login" && v != "none" {
+			out = append(out, v)
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // usePAR reports whether the login pushes its request (RFC 9126): with

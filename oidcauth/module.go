@@ -105,6 +105,13 @@ type Handler struct {
 	Prompt string `json:"prompt,omitempty"`
 	// Extra authorization request parameters.
 	AuthParams map[string]string `json:"auth_params,omitempty"`
+	// ACRLevels ranks authentication context class values, strongest
+	// first (`acr_levels mfa > pwd`), for step-up requirements
+	// (scope_authz's `acr:<value>`): a session whose acr is ranked at least
+	// as strong as the one required meets it, and so does a login that
+	// asked for one value and got a stronger one. Unranked values meet
+	// only themselves.
+	ACRLevels []string `json:"acr_levels,omitempty"`
 	// How the gateway authenticates to the provider's token, revocation
 	// and token exchange endpoints: basic (client_secret_basic), post
 	// (client_secret_post), private_key_jwt (RFC 7523, with ClientKey) or
@@ -436,6 +443,14 @@ func (h *Handler) Validate() error {
 	}
 	if h.RefreshSkew < 0 {
 		return errors.New("oidc_auth: refresh_skew must not be negative")
+	}
+	for i, v := range h.ACRLevels {
+		if err := CheckACRValue(v); err != nil {
+			return fmt.Errorf("oidc_auth: acr_levels %q: %w", v, err)
+		}
+		if slices.Index(h.ACRLevels, v) != i {
+			return fmt.Errorf("oidc_auth: acr_levels: %q is ranked twice", v)
+		}
 	}
 	if err := h.validateClient(); err != nil {
 		return err

@@ -21,10 +21,12 @@ type session struct {
 	AccessToken  string         `json:"at,omitempty"`
 	RefreshToken string         `json:"rt,omitempty"`
 	IDToken      string         `json:"it,omitempty"`
-	TokenExpiry  int64          `json:"ax,omitempty"` // unix seconds; 0 = unknown
-	TokenLife    int64          `json:"al,omitempty"` // the access token's lifetime when issued, seconds; 0 = unknown
-	Created      int64          `json:"ct"`           // unix milliseconds
-	LastSeen     int64          `json:"ls"`           // unix milliseconds
+	TokenExpiry  int64          `json:"ax,omitempty"`  // unix seconds; 0 = unknown
+	TokenLife    int64          `json:"al,omitempty"`  // the access token's lifetime when issued, seconds; 0 = unknown
+	ACR          string         `json:"acr,omitempty"` // the login's acr claim (step-up)
+	AuthTime     int64          `json:"au,omitempty"`  // the login's auth_time claim, unix seconds; 0 = not given
+	Created      int64          `json:"ct"`            // unix milliseconds
+	LastSeen     int64          `json:"ls"`            // unix milliseconds
 
 	key   string    // hashID(ID), set before the session is shared
 	ident *Identity // precomputed identity (without handler), or nil
@@ -119,6 +121,10 @@ func (s *session) identity(idle, lifetime time.Duration) *Identity {
 		idleExpiresAt: s.idleExpiresAt(idle),
 		sessionKey:    s.hkey(),
 		accessToken:   s.AccessToken,
+		ACR:           s.ACR,
+	}
+	if s.AuthTime > 0 {
+		id.AuthTime = time.Unix(s.AuthTime, 0)
 	}
 	if email, ok := s.Claims["email"].(string); ok {
 		id.Email = email

@@ -42,6 +42,14 @@ func (h *Handler) serveUser(w http.ResponseWriter, r *http.Request) {
 	out["scopes"] = id.Scopes
 	out["expires_at"] = id.ExpiresAt.UTC().Format(time.RFC3339)
 	out["idle_expires_at"] = id.idleExpiresAt.UTC().Format(time.RFC3339)
+	// What step-up requirements look at: the shell can tell whether a
+	// route will ask the user to authenticate again.
+	if id.ACR != "" {
+		out["acr"] = id.ACR
+	}
+	if !id.AuthTime.IsZero() {
+		out["auth_time"] = id.AuthTime.UTC().Format(time.RFC3339)
+	}
 	body, err := json.Marshal(out)
 	if err != nil {
 		problem.Error(w, r, http.StatusInternalServerError, "cannot encode the user")

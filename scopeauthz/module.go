@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -174,16 +175,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		scopes = scopesOf(id.Claims, id.Scopes, h.claim)
 	}
 	ok, missing := rl.reqs.check(id != nil, scopes)
+	stepUp, hasStepUp := rl.reqs.StepUp()
+	if ok && hasStepUp && !stepUp.Met(id, time.Now()) {
+		// Logged in with the scopes, but not strongly or recently enough.
+		h.log(r, id, path, pt.label, audit.Deny, stepUp.String())
+		stepUp.Challenge(w, r)
+		return nil
+	}
 	if ok {
 		h.log(r, id, path, pt.label, audit.Allow, "")
 		return next.ServeHTTP(w, r)
 	}
 	h.log(r, id, path, pt.label, audit.Deny, missing)
 	if id == nil {
+		login := oidcauth.LoginURLFrom(r)
+		if hasStepUp {
+			// One login that also delivers the step-up.
+			login = oidcauth.StepUpLoginURL(r, stepUp)
+		}
 		problem.Write(w, r, problem.Details{
 			Status:   http.StatusUnauthorized,
 			Detail:   loginDetail(missing),
-			LoginURL: oidcauth.LoginURLFrom(r),
+			LoginURL: login,
 			Missing:  missing,
 		})
 		return nil

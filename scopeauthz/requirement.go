@@ -4,8 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-bff/caddy-bff/internal/claims"
+	"github.com/caddy-bff/caddy-bff/oidcauth"
 )
 
 // Requirement keywords.
@@ -26,6 +30,14 @@ const (
 	kindScopes reqKind = iota
 	kindAuthenticated
 	kindAnonymous
+	kindACR    // acr:<value>: step-up to an authentication context class
+	kindMaxAge // max_age:<duration>: step-up to a recent authentication
+)
+
+// Step-up requirement prefixes (RFC 9470 semantics).
+const (
+	ACRPrefix    = "acr:"
+	MaxAgePrefix = "max_age:"
 )
 
 // Requirement is one term of a policy, as written: a scope such as
@@ -33,9 +45,10 @@ const (
 // them; `authenticated`, met by any logged-in user; or `anonymous`, met by
 // everyone. Only ParseRequirements builds them.
 type Requirement struct {
-	text string
-	kind reqKind
-	alts []string
+	text   string
+	kind   reqKind
+	alts   []string      // scopes; for kindACR the one acr value
+	maxAge time.Duration // kindMaxAge
 }
 
 // String returns the requirement as written.
@@ -44,7 +57,19 @@ func (q Requirement) String() string { return q.text }
 // Requirements are the requirements of one rule, all of which must hold.
 // Only ParseRequirements builds them; the zero value admits no one.
 type Requirements struct {
-	list []Requirement
+	list   []Requirement
+	stepUp *oidcauth.StepUp // the acr: and max_age: requirements, if any
+}
+
+// StepUp returns what the requirements ask of the login beyond scopes
+// (their acr: and max_age: terms), and whether they ask anything. Check
+// does not judge these: a caller that admits a user by Check must also
+// see that StepUp's Met holds, or ask for a step-up login.
+func (rs Requirements) StepUp() (oidcauth.StepUp, bool) {
+	if rs.stepUp == nil {
+		return oidcauth.StepUp{}, false
+	}
+	return *rs.stepUp, true
 }
 
 // String returns the requirements as written, space-separated.
@@ -83,6 +108,21 @@ func ParseRequirements(tokens []string) (Requirements, error) {
 		if q.kind == kindAnonymous && len(tokens) > 1 {
 			return Requirements{}, errors.New("anonymous admits everyone and cannot be combined with other requirements")
 		}
+		if q.kind == kindACR || q.kind == kindMaxAge {
+			if rs.stepUp == nil {
+				rs.stepUp = &oidcauth.StepUp{MaxAge: -1}
+			}
+			switch {
+			case q.kind == kindACR && rs.stepUp.ACR != "":
+				return Requirements{}, errors.New("more than one acr: requirement: rank the values with oidc_auth's acr_levels and require the weakest that suffices")
+			case q.kind == kindACR:
+				rs.stepUp.ACR = q.alts[0]
+			case rs.stepUp.MaxAge >= 0:
+				return Requirements{}, errors.New("more than one max_age: requirement")
+			default:
+				rs.stepUp.MaxAge = q.maxAge
+			}
+		}
 		rs.list = append(rs.list, q)
 	}
 	return rs, nil
@@ -97,14 +137,37 @@ func parseRequirement(tok string) (Requirement, error) {
 	case "":
 		return Requirement{}, errors.New("empty requirement")
 	}
+	if v, ok := strings.CutPrefix(tok, ACRPrefix); ok {
+		if strings.Contains(v, "|") {
+			return Requirement{}, errors.New("acr: takes one value; rank values with oidc_auth's acr_levels instead of alternatives")
+		}
+		if err := oidcauth.CheckACRValue(v); err != nil {
+			return Requirement{}, err
+		}
+		return Requirement{text: tok, kind: kindACR, alts: []string{v}}, nil
+	}
+	if v, ok := strings.CutPrefix(tok, MaxAgePrefix); ok {
+		d, err := caddy.ParseDuration(v)
+		switch {
+		case strings.Contains(v, "|"):
+			return Requirement{}, errors.New("max_age: cannot have alternatives")
+		case err != nil:
+			return Requirement{}, fmt.Errorf("max_age: %v (write a duration such as 10m)", err)
+		case d < 0:
+			return Requirement{}, errors.New("max_age: must not be negative")
+		case d%time.Second != 0:
+			return Requirement{}, errors.New("max_age: must be whole seconds (the provider's max_age is in seconds)")
+		}
+		return Requirement{text: tok, kind: kindMaxAge, maxAge: d}, nil
+	}
 	q := Requirement{text: tok, kind: kindScopes}
 	for alt := range strings.SplitSeq(tok, "|") {
-		switch alt {
-		case "":
+		switch {
+		case alt == "":
 			return Requirement{}, errors.New("empty alternative")
-		case Authenticated, Anonymous:
+		case alt == Authenticated, alt == Anonymous, strings.HasPrefix(alt, ACRPrefix), strings.HasPrefix(alt, MaxAgePrefix):
 			return Requirement{}, fmt.Errorf("%s cannot be an alternative", alt)
-		case "*":
+		case alt == "*":
 			return Requirement{}, errors.New("* is not a requirement: use anonymous or authenticated")
 		}
 		if alt[0] == '/' {
@@ -123,7 +186,8 @@ func parseRequirement(tok string) (Requirement, error) {
 // Check reports whether a user meets every requirement: authenticated is
 // false for an anonymous request, scopes are the user's scopes (see
 // ScopesFrom). When not, it returns the first requirement not met, as
-// written. The zero Requirements admit no one.
+// written. The zero Requirements admit no one. Step-up terms (acr:,
+// max_age:) ask only for a logged-in user here; see StepUp.
 func (rs Requirements) Check(authenticated bool, scopes []string) (ok bool, missing string) {
 	return rs.check(authenticated, scopeSet{list: scopes})
 }
@@ -140,7 +204,7 @@ func (rs Requirements) check(authenticated bool, scopes scopeSet) (bool, string)
 		case kindAnonymous:
 			// ParseRequirements keeps it alone.
 			return true, ""
-		case kindAuthenticated:
+		case kindAuthenticated, kindACR, kindMaxAge:
 			if !authenticated {
 				return false, q.text
 			}

@@ -39,6 +39,7 @@ const (
 	BadIDToken    Outcome = "bad_id_token" // also a refresh outcome
 	BadNonce      Outcome = "bad_nonce"
 	BadAtHash     Outcome = "bad_at_hash"
+	StepUpNotMet  Outcome = "step_up_not_met" // the provider ignored acr_values or max_age
 
 	// Refreshes.
 	InvalidGrant    Outcome = "invalid_grant"
@@ -66,7 +67,7 @@ type Event struct {
 // Label sets of the counted events.
 var (
 	LoginOutcomes = []Outcome{Success, UnknownState, BadState, Expired, ProviderError,
-		CodeRejected, NoIDToken, BadIDToken, BadNonce, BadAtHash, BadIss}
+		CodeRejected, NoIDToken, BadIDToken, BadNonce, BadAtHash, BadIss, StepUpNotMet}
 	RefreshOutcomes = []Outcome{Success, InvalidGrant, ProviderError, BadIDToken, SessionTooLarge}
 )
 

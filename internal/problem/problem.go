@@ -26,6 +26,14 @@ type Details struct {
 	LoginURL string `json:"login_url,omitempty"`
 	// Missing names the requirement a policy found unmet (on 401/403).
 	Missing string `json:"missing,omitempty"`
+	// Error is an OAuth error code, where one applies
+	// (`insufficient_user_authentication`, RFC 9470).
+	Error string `json:"error,omitempty"`
+	// ACRValues and MaxAge are what a step-up login must deliver
+	// (RFC 9470 §3): space-separated acr values, and the most seconds since
+	// the user authenticated (nil: no limit).
+	ACRValues string `json:"acr_values,omitempty"`
+	MaxAge    *int64 `json:"max_age,omitempty"`
 	// RetryAfter is the number of seconds to wait (on 429/503).
 	RetryAfter int `json:"retry_after,omitempty"`
 }
@@ -49,7 +57,7 @@ func Write(w http.ResponseWriter, r *http.Request, p Details) {
 	if p.RetryAfter > 0 && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", strconv.Itoa(p.RetryAfter))
 	}
-	body, _ := json.Marshal(p) // cannot fail: only strings and ints
+	body, _ := json.Marshal(p) // cannot fail: only strings and numbers
 	h := w.Header()
 	h.Set("Content-Type", ContentType)
 	h.Set("Content-Length", strconv.Itoa(len(body)+1))

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +36,15 @@ type store struct {
 	// rtMu serialises every call that reads or writes the example's
 	// refresh token map.
 	rtMu sync.Mutex
+
+	// Step-up: see Config.ACRValues. acrs holds each authorization
+	// request's acr by request id; authTimeShift ages every auth_time
+	// reported (a provider reusing an old login despite max_age).
+	acrValues     []string
+	defaultACR    string
+	acrs          map[string]string
+	authTimeShift time.Duration
+	lastAuth      AuthRequestSeen
 
 	mu      sync.Mutex
 	access  map[string]*accessInfo  // by access token id (JWT jti)
@@ -72,6 +82,7 @@ func newStore(c *client, users *userStore, accessTTL time.Duration, strictOfflin
 		strictOffline:  strictOffline,
 		loginSucceeded: loginSucceeded,
 		access:         map[string]*accessInfo{},
+		acrs:           map[string]string{},
 		refresh:        map[string]*refreshInfo{},
 		nowFunc:        time.Now,
 	}
@@ -120,7 +131,91 @@ func (s *store) CreateAuthRequest(ctx context.Context, authReq *oidc.AuthRequest
 			return sc == oidc.ScopeOfflineAccess
 		})
 	}
-	return s.Storage.CreateAuthRequest(ctx, authReq, userID)
+	req, err := s.Storage.CreateAuthRequest(ctx, authReq, userID)
+	if err != nil {
+		return nil, err
+	}
+	seen := AuthRequestSeen{ACRValues: strings.Join(authReq.ACRValues, " "), Prompt: strings.Join(authReq.Prompt, " ")}
+	if authReq.MaxAge != nil {
+		seen.MaxAge = strconv.FormatUint(uint64(*authReq.MaxAge), 10)
+	}
+	s.mu.Lock()
+	acr := s.defaultACR
+	for _, v := range authReq.ACRValues {
+		if slices.Contains(s.acrValues, v) {
+			acr = v
+			break
+		}
+	}
+	s.acrs[req.GetID()] = acr
+	s.lastAuth = seen
+	s.mu.Unlock()
+	return s.wrap(req), nil
+}
+
+// AuthRequestSeen is what an authorization request asked for, as the
+// provider parsed it.
+type AuthRequestSeen struct {
+	ACRValues string // space-separated; empty when not sent
+	MaxAge    string // seconds; empty when not sent
+	Prompt    string // space-separated
+}
+
+// acrAuthRequest is the example's auth request with the acr this provider
+// performed and an auth_time aged by authTimeShift.
+type acrAuthRequest struct {
+	*storage.AuthRequest
+	acr   string
+	shift time.Duration
+}
+
+func (a *acrAuthRequest) GetACR() string { return a.acr }
+
+func (a *acrAuthRequest) GetAuthTime() time.Time {
+	t := a.AuthRequest.GetAuthTime()
+	if t.IsZero() {
+		return t
+	}
+	return t.Add(-a.shift)
+}
+
+func (s *store) wrap(req op.AuthRequest) op.AuthRequest {
+	ar, ok := req.(*storage.AuthRequest)
+	if !ok {
+		return req
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &acrAuthRequest{AuthRequest: ar, acr: s.acrs[ar.GetID()], shift: s.authTimeShift}
+}
+
+// unwrap gives the example's own request type back: it tells code flow
+// from refresh by it.
+func unwrap[T any](req T) T {
+	if w, ok := any(req).(*acrAuthRequest); ok {
+		if v, ok := any(w.AuthRequest).(T); ok {
+			return v
+		}
+	}
+	return req
+}
+
+// AuthRequestByID implements op.Storage.
+func (s *store) AuthRequestByID(ctx context.Context, id string) (op.AuthRequest, error) {
+	req, err := s.Storage.AuthRequestByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.wrap(req), nil
+}
+
+// AuthRequestByCode implements op.Storage.
+func (s *store) AuthRequestByCode(ctx context.Context, code string) (op.AuthRequest, error) {
+	req, err := s.Storage.AuthRequestByCode(ctx, code)
+	if err != nil {
+		return nil, err
+	}
+	return s.wrap(req), nil
 }
 
 // CheckUsernamePassword implements the example login's authenticate
@@ -167,6 +262,7 @@ func (s *store) clamp(exp time.Time) time.Time {
 
 // CreateAccessToken implements op.Storage.
 func (s *store) CreateAccessToken(ctx context.Context, request op.TokenRequest) (string, time.Time, error) {
+	request = unwrap(request)
 	id, exp, err := s.Storage.CreateAccessToken(ctx, request)
 	if err != nil {
 		return "", time.Time{}, err
@@ -182,6 +278,7 @@ func (s *store) CreateAccessToken(ctx context.Context, request op.TokenRequest) 
 // is unknown, rotated away or expired gives invalid_grant, whatever the
 // race.
 func (s *store) CreateAccessAndRefreshTokens(ctx context.Context, request op.TokenRequest, current string) (string, string, time.Time, error) {
+	request = unwrap(request)
 	s.rtMu.Lock()
 	defer s.rtMu.Unlock()
 	if current != "" {

@@ -92,6 +92,15 @@ type Config struct {
 	// Connect Core 1.0 section 11 requires.
 	AllowOfflineAccessWithoutConsent bool
 
+	// ACRValues are the authentication context classes the provider can
+	// perform: an authorization request's acr_values gets the first of
+	// its values listed here as the ID token's acr (as if the user had
+	// passed that kind of authentication); otherwise the acr is
+	// DefaultACR (empty: no acr claim). With none listed, acr_values is
+	// ignored, as many providers do.
+	ACRValues  []string
+	DefaultACR string
+
 	// Users replaces the test users (default Users()).
 	Users []User
 
@@ -214,6 +223,7 @@ func Start(cfg Config) (*Provider, error) {
 		p.stats.Logins++
 		p.mu.Unlock()
 	})
+	p.store.acrValues, p.store.defaultACR = cfg.ACRValues, cfg.DefaultACR
 
 	// A nil logger leaves the process's slog default alone; the example
 	// logs each request through it at info level.
@@ -576,4 +586,28 @@ func (p *Provider) LiveRefreshTokens(user string) int {
 		return 0
 	}
 	return p.store.liveRefreshTokens(u.Subject)
+}
+
+// LastAuthRequest is what the latest authorization request asked for.
+func (p *Provider) LastAuthRequest() AuthRequestSeen {
+	p.store.mu.Lock()
+	defer p.store.mu.Unlock()
+	return p.store.lastAuth
+}
+
+// SetAuthTimeShift makes every ID token issued from now on report an
+// auth_time d older than the login: a provider that reuses an old login
+// and ignores max_age.
+func (p *Provider) SetAuthTimeShift(d time.Duration) {
+	p.store.mu.Lock()
+	defer p.store.mu.Unlock()
+	p.store.authTimeShift = d
+}
+
+// SetACRValues replaces Config.ACRValues and DefaultACR for the
+// authorization requests that follow.
+func (p *Provider) SetACRValues(defaultACR string, values ...string) {
+	p.store.mu.Lock()
+	defer p.store.mu.Unlock()
+	p.store.acrValues, p.store.defaultACR = values, defaultACR
 }
