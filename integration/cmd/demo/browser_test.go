@@ -70,7 +70,7 @@ func TestBrowserPortal(t *testing.T) {
 		if u, _ := url.Parse(loc); u.Path != "/recipes" || u.Query().Get("tab") != "all" {
 			t.Fatalf("after login the browser is at %s, want the deep link /recipes?tab=all", loc)
 		}
-		if apps := appCards(t, b); !slices.Equal(apps, []string{"admin", "editor", "recipes"}) {
+		if apps := appCards(t, b); !slices.Equal(apps, []string{"admin", "editor", "payments", "recipes"}) {
 			t.Fatalf("admin sees apps %v", apps)
 		}
 		// Each app's API call succeeded: no problem box in any card.
@@ -103,11 +103,52 @@ func TestBrowserPortal(t *testing.T) {
 		b := browser.Start(t, browser.Options{})
 		b.MustDo(chromedp.Navigate(gw + "/"))
 		loginInBrowser(t, b, testop.ReaderUsername, testop.ReaderPassword)
-		if apps := appCards(t, b); !slices.Equal(apps, []string{"recipes"}) {
-			t.Fatalf("reader sees apps %v, want only recipes", apps)
+		if apps := appCards(t, b); !slices.Equal(apps, []string{"payments", "recipes"}) {
+			t.Fatalf("reader sees apps %v, want payments and recipes", apps)
 		}
 		if txt := browser.Eval[string](b, `document.querySelector('#who').innerText`); !strings.Contains(txt, "recipes:read") || strings.Contains(txt, "admin") {
 			t.Fatalf("header shows %q", txt)
+		}
+	})
+
+	timed(t, "payments ask for a step-up login, then work", func(t *testing.T) {
+		b := browser.Start(t, browser.Options{})
+		b.MustDo(chromedp.Navigate(gw + "/payments"))
+		loginInBrowser(t, b, testop.ReaderUsername, testop.ReaderPassword)
+		appCards(t, b)
+		if acr := browser.Eval[string](b, `fetch('/auth/user?touch=false').then(r => r.json()).then(u => u.acr)`); acr != "pwd" {
+			t.Fatalf("acr after a plain login: %q", acr)
+		}
+		// The payments card offers the step-up; its API refuses meanwhile.
+		b.MustDo(chromedp.WaitVisible(`#app-payments [data-testid="step-up-login"]`))
+		status := browser.Eval[float64](b, `fetch('/api/payments', {headers: {Accept: 'application/json'}}).then(async r => { window.__p = await r.json(); return r.status })`)
+		if status != 401 || browser.Eval[string](b, `window.__p.error`) != "insufficient_user_authentication" {
+			t.Fatalf("payments API before the step-up: %v %s", status, browser.Eval[string](b, `JSON.stringify(window.__p)`))
+		}
+		sessionBefore := sessionCookie(t, b, gw).Value
+		b.MustDo(chromedp.Click(`#app-payments [data-testid="step-up-login"]`))
+		loginInBrowser(t, b, testop.ReaderUsername, testop.ReaderPassword)
+		if loc := browser.MustGet(b, chromedp.Location()); !strings.HasSuffix(loc, "/payments") {
+			t.Fatalf("after the step-up the browser is at %s, want /payments", loc)
+		}
+		if seen := d.op.LastAuthRequest(); seen.ACRValues != "mfa" {
+			t.Fatalf("the step-up login sent acr_values %q", seen.ACRValues)
+		}
+		if sessionCookie(t, b, gw).Value == sessionBefore {
+			t.Fatal("the step-up kept the session cookie: a new session must replace the old")
+		}
+		b.MustDo(chromedp.WaitVisible(`#app-payments [data-testid="payments"]`))
+		b.MustDo(
+			chromedp.SendKeys(`#app-payments input[name="to"]`, "Bob"),
+			chromedp.SendKeys(`#app-payments input[name="amount"]`, "12.5"),
+			chromedp.Click(`#app-payments button[type="submit"]`),
+			chromedp.WaitVisible(`#app-payments [data-testid="paid"]`),
+		)
+		if txt := browser.Eval[string](b, `document.querySelector('#app-payments').innerText`); !strings.Contains(txt, "12.5 to Bob") {
+			t.Fatalf("payments card after sending: %q", txt)
+		}
+		if acr := browser.Eval[string](b, `fetch('/auth/user?touch=false').then(r => r.json()).then(u => u.acr)`); acr != "mfa" {
+			t.Fatalf("acr after the step-up: %q", acr)
 		}
 	})
 
@@ -141,7 +182,7 @@ func TestBrowserPortal(t *testing.T) {
 		if loc, _ := url.Parse(browser.MustGet(b, chromedp.Location())); loc.Path != "/recipes" {
 			t.Fatalf("after logging in again the browser is at %s, want /recipes", loc)
 		}
-		if apps := appCards(t, b); !slices.Equal(apps, []string{"recipes"}) {
+		if apps := appCards(t, b); !slices.Equal(apps, []string{"payments", "recipes"}) {
 			t.Fatalf("apps after re-login: %v", apps)
 		}
 	})
@@ -209,7 +250,7 @@ func TestBrowserPortal(t *testing.T) {
 		}
 		// The session survived the attempts on /auth/logout.
 		b.MustDo(chromedp.Navigate(gw + "/"))
-		if apps := appCards(t, b); len(apps) != 3 {
+		if apps := appCards(t, b); len(apps) != 4 {
 			t.Fatalf("session after CSRF attempts: apps %v", apps)
 		}
 	})

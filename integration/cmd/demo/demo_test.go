@@ -142,8 +142,8 @@ func TestDemo(t *testing.T) {
 	}
 
 	wantApps := map[string][]string{
-		testop.ReaderUsername: {"recipes"},
-		testop.AdminUsername:  {"recipes", "editor", "admin"},
+		testop.ReaderUsername: {"recipes", "payments"},
+		testop.AdminUsername:  {"recipes", "editor", "admin", "payments"},
 	}
 	for _, u := range []testop.User{testop.Reader(), testop.Admin()} {
 		t.Run(u.Username, func(t *testing.T) {

@@ -196,6 +196,11 @@ func start(o options) (d *demo, err error) {
 		ClientSecret:           secret,
 		RedirectURIs:           []string{gatewayURL + "/auth/callback"},
 		PostLogoutRedirectURIs: []string{gatewayURL + "/"},
+		// Step-up: a login that asks for acr_values=mfa gets acr mfa (the
+		// demo provider's "second factor" is its password form again);
+		// any other login gets pwd.
+		ACRValues:  []string{"mfa"},
+		DefaultACR: "pwd",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)

@@ -67,6 +67,12 @@ export function problem(res) {
 	const say = (title, ...rest) => box.append(h("strong", {}, title), ...rest);
 	switch (res.status) {
 		case 401:
+			if (b.error === "insufficient_user_authentication") {
+				// RFC 9470: logged in, but not strongly or recently enough.
+				say("Confirm it's you.", h("p", {}, h("a", { href: loginHref(b) }, "Log in again"),
+					" with a stronger or more recent login, and you will come back here."));
+				break;
+			}
 			say("Your session ended — log in again.",
 				h("p", {}, h("a", { href: loginHref(b) }, "Log in"), " and you will come back here."));
 			break;

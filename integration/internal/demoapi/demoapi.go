@@ -7,6 +7,7 @@
 //	GET  /api/recipes      the recipes, for tokens with the recipes:read scope
 //	POST /api/recipes      adds a recipe ({"title": "..."}), recipes:write
 //	GET  /api/admin/stats  the API's counters, admin
+//	GET  /api/payments     the caller's payments; POST sends one (payments.go)
 //
 // The gateway's scope_authz checks the same scopes before a request gets
 // here; the API checks them again (defence in depth), so it is safe even
@@ -92,6 +93,8 @@ type API struct {
 	nextID  int
 	// bySubject counts the verified requests of each caller.
 	bySubject map[string]int
+	// payments are each caller's payments (payments.go).
+	payments map[string][]Payment
 }
 
 // New builds the API. The JWKS need not be reachable yet: keys are
@@ -131,6 +134,8 @@ func New(cfg Config) (*API, error) {
 	a.mux.HandleFunc("GET /api/recipes", a.withToken(a.requireScope(ScopeRecipesRead, a.listRecipes)))
 	a.mux.HandleFunc("POST /api/recipes", a.withToken(a.requireScope(ScopeRecipesWrite, a.addRecipe)))
 	a.mux.HandleFunc("GET /api/admin/stats", a.withToken(a.requireScope(ScopeAdmin, a.stats)))
+	a.mux.HandleFunc("GET /api/payments", a.withToken(a.listPayments))
+	a.mux.HandleFunc("POST /api/payments", a.withToken(a.addPayment))
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "path": r.URL.Path})
 	})
