@@ -25,6 +25,7 @@ type session struct {
 	TokenLife    int64          `json:"al,omitempty"` // the access token's lifetime when issued, seconds; 0 = unknown
 	Created      int64          `json:"ct"`           // unix milliseconds
 	LastSeen     int64          `json:"ls"`           // unix milliseconds
+	Checked      int64          `json:"rv,omitempty"` // unix milliseconds: the provider last vouched for it (login, refresh, revalidate)
 
 	key   string    // hashID(ID), set before the session is shared
 	ident *Identity // precomputed identity (without handler), or nil
