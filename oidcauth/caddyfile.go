@@ -41,6 +41,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		post_logout_redirect    <path>
 //		trusted_origins <origin...>
 //		refresh_skew  <duration>
+//		revalidate    <duration>
 //		prompt        <value>
 //		auth_params   <name> <value>
 //		client_auth   basic|post|private_key_jwt|none
@@ -152,6 +153,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.RefreshSkew = dur
+		case "revalidate":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			h.Revalidate = dur
 		case "auth_params":
 			var k, v string
 			if !d.Args(&k, &v) || d.NextArg() {

@@ -33,6 +33,7 @@ type refreshState struct {
 	group singleflight.Group
 	mu    sync.Mutex
 	done  map[string]refreshResult
+	retry retryAfter // revalidations held back after an outage (revalidate.go)
 }
 
 type refreshResult struct {
@@ -71,6 +72,7 @@ func (rs *refreshState) sweep(now time.Time) {
 			delete(rs.done, k)
 		}
 	}
+	rs.retry.sweep(now)
 }
 
 // refreshKey names one refresh: the session and the refresh token spent,
