@@ -606,3 +606,34 @@ func TestOPOpaqueAccessTokensAndIDTokenClaims(t *testing.T) {
 		t.Errorf("exchange of an opaque token: %d %v", code, body)
 	}
 }
+
+// Introspection (RFC 7662) answers for live access tokens only: a user
+// revoked at the provider gets active:false, as at a real provider, JWT
+// access tokens issued without a refresh token included.
+func TestOPIntrospection(t *testing.T) {
+	op := startOP(t, testop.Config{})
+	r := newRP(t, op, oidc.ScopeOpenID, "profile")
+	res := r.login(testop.ReaderUsername, testop.ReaderPassword)
+	endpoint, _ := r.discovery()["introspection_endpoint"].(string)
+	if endpoint == "" {
+		t.Fatal("discovery has no introspection_endpoint")
+	}
+	introspect := func() map[string]any {
+		t.Helper()
+		code, body := r.postForm(endpoint, url.Values{"token": {res.token.AccessToken}, "token_type_hint": {"access_token"}})
+		if code != http.StatusOK {
+			t.Fatalf("introspection: %d %v", code, body)
+		}
+		return body
+	}
+	if got := introspect(); got["active"] != true || got["sub"] != testop.ReaderSubject {
+		t.Fatalf("live token: %v, want active for %s", got, testop.ReaderSubject)
+	}
+	op.RevokeRefreshTokens(testop.ReaderUsername)
+	if got := introspect(); got["active"] != false {
+		t.Fatalf("revoked user's token: %v, want active false", got)
+	}
+	if n := op.Stats().Introspect; n != 2 {
+		t.Fatalf("Introspect = %d, want 2", n)
+	}
+}

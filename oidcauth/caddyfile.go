@@ -41,6 +41,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		post_logout_redirect    <path>
 //		trusted_origins <origin...>
 //		refresh_skew  <duration>
+//		revalidate    <duration>
 //		prompt        <value>
 //		auth_params   <name> <value>
 //		acr_levels    <strongest> > <weaker> > ...
@@ -170,6 +171,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args)%2 == 0 {
 				return d.Errf("acr_levels: a value must follow the last >")
 			}
+		case "revalidate":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			h.Revalidate = dur
 		case "auth_params":
 			var k, v string
 			if !d.Args(&k, &v) || d.NextArg() {

@@ -59,6 +59,7 @@ var caddyfileCases = []struct {
 			login_path /login
 			trusted_origins https://admin.example.com
 			refresh_skew 1m
+			revalidate 5m
 			auth_params audience api
 			auth_params acr_values mfa
 			session {
@@ -157,6 +158,13 @@ var caddyfileCases = []struct {
 	{"bad duration", `oidc_auth {
 			refresh_skew soon
 		}`, `refresh_skew: bad duration "soon"`},
+	{"bad revalidate", `oidc_auth {
+			revalidate 0
+		}`, `revalidate: duration "0" must be positive`},
+	{"revalidate twice", `oidc_auth {
+			revalidate 5m
+			revalidate 1m
+		}`, `subdirective "revalidate" given more than once`},
 	{"bad idle", `oidc_auth {
 			session {
 				idle_timeout -5m

@@ -184,6 +184,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 		IDToken:      rawID,
 		Created:      now.UnixMilli(),
 		LastSeen:     now.UnixMilli(),
+		Checked:      now.UnixMilli(),
 	}
 	if sid, ok := idClaims["sid"].(string); ok {
 		s.SID = sid

@@ -100,6 +100,14 @@ type Handler struct {
 	TrustedOrigins []string `json:"trusted_origins,omitempty"`
 	// Refresh the access token when it expires within this long. Default 30s.
 	RefreshSkew caddy.Duration `json:"refresh_skew,omitempty"`
+	// Check a session with the provider again when it last did more than
+	// this long ago, on the session's next use, for providers without
+	// back-channel logout: the refresh grant with a refresh token, else
+	// token introspection (RFC 7662) when the provider has an endpoint,
+	// else UserInfo with the access token. A session the provider no
+	// longer knows ends (401); an outage keeps it while its access token
+	// is valid. Once per interval across instances. Default 0: off.
+	Revalidate caddy.Duration `json:"revalidate,omitempty"`
 	// The login's `prompt` parameter. Default: `consent` when offline_access
 	// is requested (OpenID Connect Core 1.0 §11), none otherwise.
 	Prompt string `json:"prompt,omitempty"`
@@ -452,6 +460,9 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("oidc_auth: acr_levels: %q is ranked twice", v)
 		}
 	}
+	if h.Revalidate < 0 {
+		return errors.New("oidc_auth: revalidate must not be negative")
+	}
 	if err := h.validateClient(); err != nil {
 		return err
 	}
@@ -608,8 +619,8 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, public bo
 		return nil, true
 	}
 
-	if h.needsRefresh(s, now) {
-		ns, cookie, err := h.refresh(r, s)
+	if h.needsRefresh(s, now) || h.revalidateDue(s, now) {
+		ns, cookie, err := h.renew(r, s, now)
 		switch {
 		case err == nil:
 			s = ns

@@ -47,6 +47,7 @@ type providerInfo struct {
 	parEndpoint string
 	requirePAR  bool
 	userinfo    string
+	introspect  string // the RFC 7662 introspection endpoint; "" without one
 	// issParameter: the provider always sends iss in authorization
 	// responses (RFC 9207 authorization_response_iss_parameter_supported).
 	issParameter bool
@@ -152,6 +153,7 @@ func (d *discovery) discover(parent trace.Span) (*providerInfo, error) {
 		JWKSURI     string   `json:"jwks_uri"`
 		Algs        []string `json:"id_token_signing_alg_values_supported"`
 		PAR         string   `json:"pushed_authorization_request_endpoint"`
+		Introspect  string   `json:"introspection_endpoint"`
 		RequirePAR  bool     `json:"require_pushed_authorization_requests"`
 	}
 	if err := p.Claims(&extra); err != nil {
@@ -193,6 +195,7 @@ func (d *discovery) discover(parent trace.Span) (*providerInfo, error) {
 		requirePAR:   extra.RequirePAR,
 		endSession:   extra.EndSession,
 		userinfo:     p.UserInfoEndpoint(),
+		introspect:   extra.Introspect,
 		issParameter: extra.ISSParam,
 	}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -32,6 +33,7 @@ type refreshState struct {
 	group singleflight.Group
 	mu    sync.Mutex
 	done  map[string]refreshResult
+	retry retryAfter // revalidations held back after an outage (revalidate.go)
 }
 
 type refreshResult struct {
@@ -70,12 +72,20 @@ func (rs *refreshState) sweep(now time.Time) {
 			delete(rs.done, k)
 		}
 	}
+	rs.retry.sweep(now)
 }
 
-// refreshKey names one refresh: the session and the refresh token spent.
+// refreshKey names one refresh: the session and the refresh token spent,
+// and when the provider last vouched for the session: with a refresh
+// token that does not rotate, a revalidation (revalidate.go) must call the
+// provider again rather than find the previous refresh's result.
 func refreshKey(s *session) string {
 	sum := sha256.Sum256([]byte(s.RefreshToken))
-	return s.hkey() + "|" + base64.RawURLEncoding.EncodeToString(sum[:16])
+	key := s.hkey() + "|" + base64.RawURLEncoding.EncodeToString(sum[:16])
+	if s.Checked != 0 {
+		key += "|" + strconv.FormatInt(s.Checked, 36)
+	}
+	return key
 }
 
 // errEndUnstored: the provider ended the session (invalid_grant), but the
@@ -98,7 +108,17 @@ const refreshTimeout = providerTimeout + 5*time.Second
 // deadline, detached from the request that started it: one client going
 // away never fails the others.
 func (h *Handler) refresh(r *http.Request, s *session) (*session, string, error) {
-	key := refreshKey(s)
+	return h.renewOnce(r, s, refreshKey(s), h.doRefresh)
+}
+
+// renewWork renews or checks s with the provider (doRefresh, or a
+// revalidation's check); ctx bounds it.
+type renewWork func(ctx context.Context, r *http.Request, s *session) (refreshResult, error)
+
+// renewOnce runs work for s at most once at a time per key, in this process
+// (singleflight) and across instances (coordinatedRefresh), and lets late
+// racers with the same key have its result; see refresh.
+func (h *Handler) renewOnce(r *http.Request, s *session, key string, work renewWork) (*session, string, error) {
 	if res, ok := h.state.refresh.recent(key, h.now()); ok {
 		return res.s, res.cookie, nil
 	}
@@ -111,9 +131,9 @@ func (h *Handler) refresh(r *http.Request, s *session) (*session, string, error)
 		var res refreshResult
 		var err error
 		if h.redis != nil {
-			res, err = h.coordinatedRefresh(ctx, r, s, key)
+			res, err = h.coordinatedRefresh(ctx, r, s, key, work)
 		} else {
-			res, err = h.doRefresh(ctx, r, s)
+			res, err = work(ctx, r, s)
 		}
 		if err != nil {
 			return nil, err
@@ -166,6 +186,7 @@ func (h *Handler) doRefresh(ctx context.Context, r *http.Request, s *session) (r
 	}
 	ns := *s
 	ns.ident = nil
+	ns.Checked = h.now().UnixMilli()
 	ns.AccessToken = tok.AccessToken
 	if tok.RefreshToken != "" {
 		ns.RefreshToken = tok.RefreshToken

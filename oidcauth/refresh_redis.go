@@ -33,10 +33,10 @@ var unlockScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
-// coordinatedRefresh is doRefresh under a cross-instance lock. ctx bounds
-// the whole of it, waiting included; it is not the request's context (see
-// refresh).
-func (h *Handler) coordinatedRefresh(ctx context.Context, r *http.Request, s *session, key string) (refreshResult, error) {
+// coordinatedRefresh is work (doRefresh, or a revalidation's check) under a
+// cross-instance lock. ctx bounds the whole of it, waiting included; it is
+// not the request's context (see refresh).
+func (h *Handler) coordinatedRefresh(ctx context.Context, r *http.Request, s *session, key string, work renewWork) (refreshResult, error) {
 	rc := h.redis
 	lockKey := rc.cfg.KeyPrefix + "lock:" + key
 	resKey := rc.cfg.KeyPrefix + "rr:" + key
@@ -59,7 +59,7 @@ func (h *Handler) coordinatedRefresh(ctx context.Context, r *http.Request, s *se
 			return refreshResult{}, fmt.Errorf("%w: %w", errStoreDown, err)
 		}
 		if won {
-			return h.refreshLocked(ctx, r, s, lockKey, resKey, owner)
+			return h.refreshLocked(ctx, r, s, lockKey, resKey, owner, work)
 		}
 		select {
 		case <-ctx.Done():
@@ -71,7 +71,7 @@ func (h *Handler) coordinatedRefresh(ctx context.Context, r *http.Request, s *se
 
 // refreshLocked refreshes while holding the lock, leaves the result for
 // the other instances, and releases the lock.
-func (h *Handler) refreshLocked(ctx context.Context, r *http.Request, s *session, lockKey, resKey, owner string) (refreshResult, error) {
+func (h *Handler) refreshLocked(ctx context.Context, r *http.Request, s *session, lockKey, resKey, owner string, work renewWork) (refreshResult, error) {
 	rc := h.redis
 	defer func() {
 		cctx, cancel := rc.cfg.Ctx(ctx)
@@ -86,7 +86,7 @@ func (h *Handler) refreshLocked(ctx context.Context, r *http.Request, s *session
 	if err == nil {
 		return h.adoptRefresh(ctx, s, raw)
 	}
-	res, err := h.doRefresh(ctx, r, s)
+	res, err := work(ctx, r, s)
 	if err != nil {
 		return res, err
 	}

@@ -27,6 +27,7 @@ type session struct {
 	AuthTime     int64          `json:"au,omitempty"`  // the login's auth_time claim, unix seconds; 0 = not given
 	Created      int64          `json:"ct"`            // unix milliseconds
 	LastSeen     int64          `json:"ls"`            // unix milliseconds
+	Checked      int64          `json:"rv,omitempty"`  // unix milliseconds: the provider last vouched for it (login, refresh, revalidate)
 
 	key   string    // hashID(ID), set before the session is shared
 	ident *Identity // precomputed identity (without handler), or nil

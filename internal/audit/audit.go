@@ -91,6 +91,10 @@ var (
 	Refresh     = Event{name: "refresh", counter: resolve(refreshes, RefreshOutcomes), vec: refreshes}
 	Logout      = Event{name: "logout"}
 	Backchannel = Event{name: "backchannel_logout"}
+	// Revalidate is a session's periodic check with the provider without
+	// a refresh token (introspection or UserInfo): Success, Rejected (the
+	// provider no longer knows it) or ProviderError.
+	Revalidate = Event{name: "revalidate"}
 	// Authz is counted by metrics.Authz, whose labels are the decision
 	// and its reason.
 	Authz = Event{name: "authz"}

@@ -35,6 +35,7 @@ const (
 	CallTokenExchange = "token_exchange"
 	CallJWKS          = "jwks"
 	CallPAR           = "par"
+	CallIntrospection = "introspection"
 )
 
 // Reasons a session ends: the reason label of SessionsEnded.
@@ -77,7 +78,7 @@ var (
 	cacheModes      = [...]string{ModeMint, ModeExchange}
 	authzReasons    = [...]string{ReasonRule, ReasonDefault, ReasonPath}
 	providerCalls   = []string{CallDiscovery, CallCodeExchange, CallRefresh, CallUserInfo,
-		CallRevocation, CallTokenExchange, CallJWKS, CallPAR}
+		CallRevocation, CallTokenExchange, CallJWKS, CallPAR, CallIntrospection}
 )
 
 // durationBuckets are the provider latency histogram's buckets, in

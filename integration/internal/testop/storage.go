@@ -512,6 +512,16 @@ func (s *store) SetUserinfoFromToken(ctx context.Context, info *oidc.UserInfo, t
 	return nil
 }
 
+// SetIntrospectionFromToken implements op.Storage (the introspection
+// endpoint): a token revoked here (revokeUser, TerminateSession, rotation)
+// is inactive, as at a real provider; the example would still find it.
+func (s *store) SetIntrospectionFromToken(ctx context.Context, resp *oidc.IntrospectionResponse, tokenID, subject, clientID string) error {
+	if _, ok := s.liveAccess(tokenID); !ok {
+		return errors.New("token is invalid, revoked or has expired")
+	}
+	return s.Storage.SetIntrospectionFromToken(ctx, resp, tokenID, subject, clientID)
+}
+
 func (s *store) addClaims(info *oidc.UserInfo, subject string, scopes []string) {
 	u, ok := s.users.lookup(subject)
 	if ok && slices.Contains(scopes, oidc.ScopeProfile) && len(u.Groups) > 0 {

@@ -130,6 +130,7 @@ type Stats struct {
 	Revocations int // requests to the revocation endpoint
 	EndSessions int // requests to the end_session endpoint
 	Userinfo    int // requests to the UserInfo endpoint
+	Introspect  int // requests to the introspection endpoint (RFC 7662)
 	Keys        int // requests to the JWKS endpoint
 	Discovery   int // requests to /.well-known/openid-configuration
 	Logins      int // successful username/password logins
@@ -157,7 +158,7 @@ type Provider struct {
 }
 
 type endpointPaths struct {
-	token, revocation, endSession, userinfo, keys string
+	token, revocation, endSession, userinfo, keys, introspect string
 }
 
 // Start listens on cfg.Addr and serves the provider until Close.
@@ -254,6 +255,7 @@ func discoverPaths(h http.Handler) (endpointPaths, error) {
 		EndSession string `json:"end_session_endpoint"`
 		Userinfo   string `json:"userinfo_endpoint"`
 		Keys       string `json:"jwks_uri"`
+		Introspect string `json:"introspection_endpoint"`
 	}
 	if err := json.Unmarshal(rec.Body.Bytes(), &d); err != nil {
 		return endpointPaths{}, fmt.Errorf("discovery: %w", err)
@@ -262,7 +264,7 @@ func discoverPaths(h http.Handler) (endpointPaths, error) {
 	for _, f := range []struct {
 		dst *string
 		raw string
-	}{{&ep.token, d.Token}, {&ep.revocation, d.Revocation}, {&ep.endSession, d.EndSession}, {&ep.userinfo, d.Userinfo}, {&ep.keys, d.Keys}} {
+	}{{&ep.token, d.Token}, {&ep.revocation, d.Revocation}, {&ep.endSession, d.EndSession}, {&ep.userinfo, d.Userinfo}, {&ep.keys, d.Keys}, {&ep.introspect, d.Introspect}} {
 		u, err := url.Parse(f.raw)
 		if err != nil || u.Path == "" {
 			return endpointPaths{}, fmt.Errorf("discovery lacks an endpoint (%q)", f.raw)
@@ -308,6 +310,8 @@ func (p *Provider) instrument(next http.Handler) http.Handler {
 			p.count(func(s *Stats) { s.EndSessions++ })
 		case p.paths.userinfo:
 			p.count(func(s *Stats) { s.Userinfo++ })
+		case p.paths.introspect:
+			p.count(func(s *Stats) { s.Introspect++ })
 		case p.paths.keys:
 			p.count(func(s *Stats) { s.Keys++ })
 		case "/.well-known/openid-configuration":
@@ -565,9 +569,10 @@ func (p *Provider) ResetStats() {
 // RevokeRefreshTokens invalidates every refresh token of the user (by
 // username or subject) and the access tokens issued with them, as an
 // administrator revoking the user's grants would: the next refresh gets
-// invalid_grant, a token exchange of those access tokens fails, and
-// UserInfo refuses them (JWT access tokens still verify offline until
-// they expire). New logins work as before. It returns how many live
+// invalid_grant, a token exchange of those access tokens fails, UserInfo
+// refuses them and introspection answers active:false, those issued
+// without a refresh token included (JWT access tokens still verify
+// offline until they expire). New logins work as before. It returns how many live
 // refresh tokens it revoked.
 func (p *Provider) RevokeRefreshTokens(user string) int {
 	u, ok := p.store.users.lookup(user)
