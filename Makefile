@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 export GOFLAGS ?= -mod=mod
 
-.PHONY: all build test deps vet unit integration fuzz bench demo clean validate-example
+.PHONY: all build test deps vet unit integration fuzz bench bench-sessions demo clean validate-example
 
 all: build
 
@@ -59,6 +59,17 @@ bench:
 	$(GO) run ./cmd/loadbench -a-cookie -store memory -min-ratio 0 || fail=1; \
 	$(GO) run ./cmd/loadbench -a-cookie -store redis -min-ratio 0.90 || fail=1; \
 	exit $$fail
+
+# bench-sessions: the same chain with many distinct users (1,000 and
+# 100,000 sessions the benchmark seals itself with B's session key: the
+# bffbench build tag compiles that forge into the load generator only),
+# for the cookie and redis stores, so the caches of opened sessions and
+# minted tokens (4,096 entries each) miss as they do in production.
+# Reports only.
+bench-sessions:
+	@cd integration && for n in 1000 100000; do for st in cookie redis; do \
+		$(GO) run -tags bffbench ./cmd/loadbench -a-cookie -store $$st -sessions $$n -min-ratio 0 || exit 1; \
+	done; done
 
 demo:
 	cd integration && $(GO) run ./cmd/demo

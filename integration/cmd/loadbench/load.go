@@ -65,6 +65,18 @@ func newCookies(jar []*http.Cookie) *cookies {
 	return c
 }
 
+// headerCookies is the cookie state of a Cookie header.
+func headerCookies(h string) *cookies {
+	c := &cookies{values: map[string]string{}}
+	for part := range strings.SplitSeq(h, "; ") {
+		name, value, _ := strings.Cut(part, "=")
+		c.values[name] = value
+		c.order = append(c.order, name)
+	}
+	c.publish()
+	return c
+}
+
 func (c *cookies) publish() {
 	var parts []string
 	for _, n := range c.order {
@@ -112,7 +124,7 @@ type roundResult struct {
 // load drives s with conns goroutines for warm-up then d; requests that
 // complete within the measured window count. Any non-200 answer or
 // transport error ends the run with an error.
-func load(ctx context.Context, s *site, ck *cookies, conns int, warm, d time.Duration) (*roundResult, error) {
+func load(ctx context.Context, s *site, cks []*cookies, conns int, warm, d time.Duration) (*roundResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -140,7 +152,10 @@ func load(ctx context.Context, s *site, ck *cookies, conns int, warm, d time.Dur
 			base.Header.Set("Accept", "application/json")
 			var sent *string
 			lat := make([]time.Duration, 0, 1<<14)
-			for ctx.Err() == nil {
+			// With many sessions, each request takes the next one: this
+			// goroutine's i, i+conns, i+2·conns, …
+			for k := 0; ctx.Err() == nil; k++ {
+				ck := cks[(i+k*conns)%len(cks)]
 				if h := ck.header.Load(); s.cookie && h != sent {
 					sent = h
 					base.Header.Set("Cookie", *h)

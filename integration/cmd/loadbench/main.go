@@ -96,6 +96,7 @@ type options struct {
 	profile  string // directory for CPU profiles of Caddy (a.pprof, b.pprof)
 	aCookie  bool   // send B's session cookie to A as well
 	store    string // oidc_auth session store
+	sessions int    // distinct sessions (users) on B
 }
 
 func main() {
@@ -106,11 +107,16 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
 	flag.Float64Var(&o.minRatio, "min-ratio", 0.90, "exit with status 1 when B/A is below this (0: report only)")
 	flag.StringVar(&o.store, "store", "cookie", "oidc_auth session store on B: cookie (the benchmark's), memory (a small cookie naming a server-side session) or redis (the same, in a redis-server this run starts on loopback)")
+	flag.IntVar(&o.sessions, "sessions", 1, "distinct sessions (each its own user) the load cycles through: 1 logs in through the provider; more are sealed by the benchmark itself with B's session key (cookie and redis stores; needs -tags bffbench), so caches of opened sessions and minted tokens (4,096 entries each) see what many users do to them")
 	flag.BoolVar(&o.aCookie, "a-cookie", false, "send the session cookie to A too (A then forwards it upstream, which B strips)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write CPU profiles of Caddy, taken during each site's first measured round, to `DIR`/a.pprof and DIR/b.pprof (enables Caddy's admin endpoint on 127.0.0.1; the profiling slows those rounds)")
 	flag.Parse()
-	if o.duration <= 0 || o.rounds < 1 || o.conns < 1 {
-		fmt.Fprintln(os.Stderr, "loadbench: -duration, -rounds and -conns must be positive")
+	if o.duration <= 0 || o.rounds < 1 || o.conns < 1 || o.sessions < 1 || o.sessions > 1_000_000 {
+		fmt.Fprintln(os.Stderr, "loadbench: -duration, -rounds and -conns must be positive, -sessions 1 to 1,000,000")
+		os.Exit(2)
+	}
+	if o.sessions > 1 && o.store == "memory" {
+		fmt.Fprintln(os.Stderr, "loadbench: -sessions above 1 needs store cookie or redis (memory sessions live inside caddy)")
 		os.Exit(2)
 	}
 	if o.store != "cookie" && o.store != "memory" && o.store != "redis" {

@@ -17,7 +17,7 @@ func (r *result) print(w io.Writer) {
 	defer bw.Flush()
 	fmt.Fprintf(bw, "\ncaddy-bff loadbench: %d rounds × %s per site (after 1s warm-up each), %d connections, loopback\n",
 		r.Rounds, r.Duration, r.Conns)
-	fmt.Fprintf(bw, "  %d CPUs; GOMAXPROCS: load generator + upstream %d, caddy %s\n\n", r.NumCPU, r.GOMAXPROCS, r.CaddyEnv)
+	fmt.Fprintf(bw, "  %d CPUs; GOMAXPROCS: load generator + upstream %d, caddy %s; %d distinct session(s) on B\n\n", r.NumCPU, r.GOMAXPROCS, r.CaddyEnv, r.Sessions)
 	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  site\tchain\treq/s\tp50\tp99\tCPU/req: caddy\tloadgen+upstream\trounds (req/s)")
 	for _, s := range []struct {

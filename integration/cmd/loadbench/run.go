@@ -62,6 +62,7 @@ type result struct {
 	Pass          bool           `json:"meets_target"`
 	RoundsOrder   []*roundResult `json:"round_results"`
 	CookieUpdates int64          `json:"session_cookie_updates"`
+	Sessions      int            `json:"sessions"`
 	OtherLoad     float64        `json:"max_other_processes_cpu_share"`
 	Profile       string         `json:"cpu_profile,omitempty"`
 	Elapsed       string         `json:"elapsed"`
@@ -173,6 +174,26 @@ func run(ctx context.Context, o options) (res *result, err error) {
 		return nil, errors.New("login left no cookie")
 	}
 
+	cks := []*cookies{ck}
+	if o.sessions > 1 {
+		start := time.Now()
+		headers, err := forgeSessions(ctx, o.store, cc.RedisAddr, o.sessions)
+		if err != nil {
+			return nil, err
+		}
+		cks = make([]*cookies, len(headers))
+		for i, h := range headers {
+			cks[i] = headerCookies(h)
+		}
+		// Each works on B (and none is the logged-in one's).
+		for _, i := range []int{0, len(cks) / 2, len(cks) - 1} {
+			if err := expectStatus(B.client, B.url, headers[i], http.StatusOK); err != nil {
+				return nil, fmt.Errorf("forged session %d: %w\ncaddy output:\n%s", i, err, cp.Logs())
+			}
+		}
+		logf("sealed %d sessions of %d distinct users in %v; each request takes the next one", len(cks), len(cks), time.Since(start).Round(time.Millisecond))
+	}
+
 	jwtLen, err := verify(A, B, ck, up, pub, "http://"+addrB)
 	if err != nil {
 		return nil, fmt.Errorf("verification: %w\ncaddy output:\n%s", err, cp.Logs())
@@ -216,7 +237,7 @@ func run(ctx context.Context, o options) (res *result, err error) {
 		c0 := sampleCPU(cp)
 		// Caddy's CPU counts the warm-up too; so do the requests it is
 		// divided by (see below), which the upstream counts.
-		r, err := load(ctx, s, ck, o.conns, warmup, o.duration)
+		r, err := load(ctx, s, cks, o.conns, warmup, o.duration)
 		if err != nil {
 			if cp.Exited() {
 				err = fmt.Errorf("%w\ncaddy exited (%v):\n%s", err, cp.Err(), cp.Logs())
@@ -305,7 +326,10 @@ func run(ctx context.Context, o options) (res *result, err error) {
 		res.P99Ratio = round3(res.B.P99ms / res.A.P99ms)
 	}
 	res.Pass = res.Ratio >= res.Target
-	res.CookieUpdates = ck.sets.Load()
+	for _, c := range cks {
+		res.CookieUpdates += c.sets.Load()
+	}
+	res.Sessions = len(cks)
 	res.OtherLoad = maxOther
 	res.Profile = o.profile
 	res.Elapsed = time.Since(began).Round(100 * time.Millisecond).String()
