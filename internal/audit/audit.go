@@ -90,6 +90,9 @@ var (
 	Refresh     = Event{name: "refresh", counter: resolve(refreshes, RefreshOutcomes), vec: refreshes}
 	Logout      = Event{name: "logout"}
 	Backchannel = Event{name: "backchannel_logout"}
+	// Frontchannel is a front-channel logout request (by sid; unsigned,
+	// as OpenID Connect Front-Channel Logout 1.0 has it).
+	Frontchannel = Event{name: "frontchannel_logout"}
 	// Authz is counted by metrics.Authz, whose labels are the decision
 	// and its reason.
 	Authz = Event{name: "authz"}
