@@ -49,15 +49,19 @@ func (h *Handler) serveFrontchannel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	iss, sid := q["iss"], q["sid"]
+	var why, detail string
 	switch {
 	case len(iss) != 1 || len(sid) != 1:
-		problem.Error(w, r, http.StatusBadRequest, "iss and sid are required, once each")
-		return
+		why, detail = "missing", "iss and sid are required, once each"
 	case len(iss[0]) > maxParamLen || iss[0] != h.Issuer:
-		problem.Error(w, r, http.StatusBadRequest, "iss is not this site's provider")
-		return
+		why, detail = "bad_iss", "iss is not this site's provider"
 	case sid[0] == "" || len(sid[0]) > maxSIDLen:
-		problem.Error(w, r, http.StatusBadRequest, "sid must be 1 to "+strconv.Itoa(maxSIDLen)+" bytes")
+		why, detail = "bad_sid", "sid must be 1 to "+strconv.Itoa(maxSIDLen)+" bytes"
+	}
+	if why != "" {
+		h.logger.Debug("front-channel logout refused", zap.String("request_id", requestid.From(r)), zap.String("reason", why))
+		audit.Write(h.audit, audit.Frontchannel, r, audit.Entry{Outcome: audit.Rejected, Detail: why})
+		problem.Error(w, r, http.StatusBadRequest, detail)
 		return
 	}
 

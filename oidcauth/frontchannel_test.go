@@ -20,9 +20,11 @@ import (
 
 const testIssuer = "https://ID.example.com:8443/realms/portal"
 
+var testIssuerQ = url.QueryEscape(testIssuer)
+
 // frontchannelHandler provisions oidc_auth for issuer testIssuer with the
 // session block given, logging into an observer.
-func frontchannelHandler(t *testing.T, session map[string]any) (*Handler, *observer.ObservedLogs, caddy.Context) {
+func frontchannelHandler(t testing.TB, session map[string]any) (*Handler, *observer.ObservedLogs, caddy.Context) {
 	t.Helper()
 	session["keys"] = []string{goodKey}
 	raw, _ := json.Marshal(map[string]any{"issuer": testIssuer, "client_id": "bff", "session": session})
@@ -61,32 +63,35 @@ func fcl(iss, sid string) string {
 	return "/auth/frontchannel-logout?" + url.Values{"iss": {iss}, "sid": {sid}}.Encode()
 }
 
+// frontchannelRejects are front-channel logout requests that must end
+// nothing, with the status each gets; FuzzFrontchannel starts from them.
+var frontchannelRejects = []struct {
+	name, method, target string
+	status               int
+}{
+	{"no query", "GET", "/auth/frontchannel-logout", 400},
+	{"no sid", "GET", "/auth/frontchannel-logout?iss=" + testIssuerQ, 400},
+	{"no iss", "GET", "/auth/frontchannel-logout?sid=s1", 400},
+	{"empty sid", "GET", fcl(testIssuer, ""), 400},
+	{"empty iss", "GET", fcl("", "s1"), 400},
+	{"two sids", "GET", fcl(testIssuer, "s1") + "&sid=s2", 400},
+	{"two iss", "GET", fcl(testIssuer, "s1") + "&iss=" + testIssuerQ, 400},
+	{"oversized sid", "GET", fcl(testIssuer, strings.Repeat("s", maxSIDLen+1)), 400},
+	{"oversized iss", "GET", fcl(testIssuer+strings.Repeat("/x", maxParamLen), "s1"), 400},
+	{"other issuer", "GET", fcl("https://evil.example", "s1"), 400},
+	{"issuer with a slash", "GET", fcl(testIssuer+"/", "s1"), 400},
+	{"issuer case", "GET", fcl(strings.ToLower(testIssuer), "s1"), 400},
+	{"issuer prefix", "GET", fcl("https://ID.example.com:8443/realms", "s1"), 400},
+	{"malformed query", "GET", "/auth/frontchannel-logout?iss=" + testIssuerQ + "&sid=%zz", 400},
+	{"semicolon", "GET", "/auth/frontchannel-logout?iss=" + testIssuerQ + ";sid=s1", 400},
+	{"POST", "POST", fcl(testIssuer, "s1"), 405},
+	{"PUT", "PUT", fcl(testIssuer, "s1"), 405},
+	{"DELETE", "DELETE", fcl(testIssuer, "s1"), 405},
+}
+
 func TestFrontchannelRejects(t *testing.T) {
 	h, logs, _ := frontchannelHandler(t, map[string]any{"store": "memory"})
-	ok := url.QueryEscape(testIssuer)
-	for _, tt := range []struct {
-		name, method, target string
-		status               int
-	}{
-		{"no query", "GET", "/auth/frontchannel-logout", 400},
-		{"no sid", "GET", "/auth/frontchannel-logout?iss=" + ok, 400},
-		{"no iss", "GET", "/auth/frontchannel-logout?sid=s1", 400},
-		{"empty sid", "GET", fcl(testIssuer, ""), 400},
-		{"empty iss", "GET", fcl("", "s1"), 400},
-		{"two sids", "GET", fcl(testIssuer, "s1") + "&sid=s2", 400},
-		{"two iss", "GET", fcl(testIssuer, "s1") + "&iss=" + ok, 400},
-		{"oversized sid", "GET", fcl(testIssuer, strings.Repeat("s", maxSIDLen+1)), 400},
-		{"oversized iss", "GET", fcl(testIssuer+strings.Repeat("/x", maxParamLen), "s1"), 400},
-		{"other issuer", "GET", fcl("https://evil.example", "s1"), 400},
-		{"issuer with a slash", "GET", fcl(testIssuer+"/", "s1"), 400},
-		{"issuer case", "GET", fcl(strings.ToLower(testIssuer), "s1"), 400},
-		{"issuer prefix", "GET", fcl("https://ID.example.com:8443/realms", "s1"), 400},
-		{"malformed query", "GET", "/auth/frontchannel-logout?iss=" + ok + "&sid=%zz", 400},
-		{"semicolon", "GET", "/auth/frontchannel-logout?iss=" + ok + ";sid=s1", 400},
-		{"POST", "POST", fcl(testIssuer, "s1"), 405},
-		{"PUT", "PUT", fcl(testIssuer, "s1"), 405},
-		{"DELETE", "DELETE", fcl(testIssuer, "s1"), 405},
-	} {
+	for _, tt := range frontchannelRejects {
 		t.Run(tt.name, func(t *testing.T) {
 			w := serve(t, h, tt.method, tt.target, nil)
 			if w.Code != tt.status {
@@ -109,8 +114,10 @@ func TestFrontchannelRejects(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("a rejected request recorded %d sid endings", n)
 	}
-	if logs.FilterMessage("frontchannel_logout").Len() != 0 {
-		t.Fatal("a rejected request was audited as a logout")
+	for _, e := range logs.FilterMessage("frontchannel_logout").All() {
+		if o := e.ContextMap()["outcome"]; !strings.HasPrefix(o.(string), "rejected:") {
+			t.Fatalf("a rejected request was audited as %q", o)
+		}
 	}
 }
 
@@ -167,7 +174,7 @@ func TestFrontchannelEndsBySID(t *testing.T) {
 			if got := metricstest.Value(t, reg, "caddy_bff_sessions_ended_total", "reason", "frontchannel") - before; got != want {
 				t.Errorf("sessions_ended_total{reason=frontchannel} moved by %v, want %v", got, want)
 			}
-			if logs.FilterMessage("frontchannel_logout").Len() != 1 {
+			if logs.FilterMessage("frontchannel_logout").FilterField(zap.String("outcome", "success")).Len() != 1 {
 				t.Error("no audit entry")
 			}
 			for _, e := range logs.All() {
@@ -216,4 +223,38 @@ func TestFrontchannelStoreDown(t *testing.T) {
 	if strings.Contains(w.Body.String(), "Signed out") {
 		t.Fatal("claimed success")
 	}
+}
+
+// FuzzFrontchannel sends arbitrary queries and methods: never a panic or
+// a 500, and a session ends (200) only for exactly one iss equal to the
+// issuer and exactly one sid of 1 to maxSIDLen bytes.
+func FuzzFrontchannel(f *testing.F) {
+	for _, tt := range frontchannelRejects {
+		_, q, _ := strings.Cut(tt.target, "?")
+		f.Add(tt.method, q)
+	}
+	f.Add("GET", strings.TrimPrefix(fcl(testIssuer, "s1"), "/auth/frontchannel-logout?"))
+	f.Add("HEAD", strings.TrimPrefix(fcl(testIssuer, "s1"), "/auth/frontchannel-logout?"))
+	h, _, _ := frontchannelHandler(f, map[string]any{"store": "memory"})
+	f.Fuzz(func(t *testing.T, method, rawQuery string) {
+		if method != "GET" && method != "HEAD" && method != "POST" {
+			method = "GET"
+		}
+		r := httptest.NewRequest(method, "http://portal.example/auth/frontchannel-logout", nil)
+		r.URL.RawQuery = rawQuery
+		r = caddyhttp.PrepareRequest(r, caddy.NewReplacer(), nil, &caddyhttp.Server{})
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, nil); err != nil {
+			t.Fatal(err)
+		}
+		q, err := url.ParseQuery(rawQuery)
+		valid := err == nil && method != "POST" && len(q["iss"]) == 1 && q["iss"][0] == testIssuer &&
+			len(q["sid"]) == 1 && q["sid"][0] != "" && len(q["sid"][0]) <= maxSIDLen
+		if got := w.Code == http.StatusOK; got != valid {
+			t.Fatalf("%s ?%s: %d, valid %v", method, rawQuery, w.Code, valid)
+		}
+		if w.Header().Get("Cache-Control") != "no-store" {
+			t.Fatalf("%s ?%s: Cache-Control %q", method, rawQuery, w.Header().Get("Cache-Control"))
+		}
+	})
 }
