@@ -254,4 +254,6 @@ func TestFrontchannelLogoutBrowser(t *testing.T) {
 	if len(frames) != 1 || frames[0].UnreachableURL == "" && strings.HasPrefix(frames[0].URL, g.base+frontchannelPath) {
 		t.Fatalf("another origin framed the front-channel logout page: %+v", frames[0])
 	}
+	q, _ := url.Parse(src)
+	assertNoSecrets(t, g.caddy.Logs(), q.Query().Get("sid"))
 }
