@@ -34,8 +34,8 @@ const frontchannelPage = "<!doctype html>\n<html lang=\"en\"><head><meta charset
 // every instance, as a back-channel logout by sid does.
 //
 // The request is not signed, as the specification has it: anyone who
-// knows a provider sid can end its sessions, which the sid is too long to
-// guess and the gateway never shows.
+// knows a provider sid can end its sessions; a sid is too long to guess,
+// and the gateway never shows one.
 func (h *Handler) serveFrontchannel(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
