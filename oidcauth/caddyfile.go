@@ -38,6 +38,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		logout_path   <path>
 //		user_path     <path>
 //		backchannel_logout_path <path>
+//		frontchannel_logout_path <path>
 //		post_logout_redirect    <path>
 //		trusted_origins <origin...>
 //		refresh_skew  <duration>
@@ -78,7 +79,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		seen[name] = true
 		switch name {
 		case "issuer", "client_id", "client_secret", "login_path", "callback_path", "logout_path",
-			"user_path", "backchannel_logout_path", "post_logout_redirect", "prompt",
+			"user_path", "backchannel_logout_path", "frontchannel_logout_path", "post_logout_redirect", "prompt",
 			"client_auth", "client_key", "userinfo", "par", "external_url":
 			var v string
 			if !d.Args(&v) || d.NextArg() {
@@ -104,6 +105,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.UserPath = v
 			case "backchannel_logout_path":
 				h.BackchannelLogoutPath = v
+			case "frontchannel_logout_path":
+				h.FrontchannelLogoutPath = v
 			case "post_logout_redirect":
 				h.PostLogoutRedirect = v
 			case "prompt":

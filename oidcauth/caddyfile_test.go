@@ -211,6 +211,29 @@ var caddyfileCases = []struct {
 				keys ` + goodKey + `
 			}
 		}`, "post_logout_redirect"},
+	{"frontchannel logout path", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			frontchannel_logout_path /fcl
+			session {
+				keys ` + goodKey + `
+			}
+		}`, ""},
+	{"relative frontchannel logout path", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			frontchannel_logout_path fcl
+			session {
+				keys ` + goodKey + `
+			}
+		}`, `frontchannel_logout_path "fcl" must start with /`},
+	{"frontchannel logout path twice", `oidc_auth {
+			frontchannel_logout_path /a
+			frontchannel_logout_path /b
+		}`, `"frontchannel_logout_path" given more than once`},
+	{"frontchannel logout path arity", `oidc_auth {
+			frontchannel_logout_path
+		}`, "wrong argument count"},
 	{"client auth, resource, userinfo", `oidc_auth {
 			issuer https://id.example.com
 			client_id portal
@@ -318,6 +341,28 @@ func TestCaddyfileConfig(t *testing.T) {
 				t.Fatalf("error %v, want it to contain %q", err, tc.err)
 			}
 		})
+	}
+}
+
+func TestFrontchannelLogoutPath(t *testing.T) {
+	for block, want := range map[string]string{
+		"":                                DefaultFrontchannelLogoutPath,
+		"frontchannel_logout_path /fcl/x": "/fcl/x",
+	} {
+		h, err := provisionFromCaddyfile(t, `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			`+block+`
+			session {
+				keys `+goodKey+`
+			}
+		}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.FrontchannelLogoutPath != want {
+			t.Errorf("%q: frontchannel_logout_path %q, want %q", block, h.FrontchannelLogoutPath, want)
+		}
 	}
 }
 

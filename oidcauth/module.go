@@ -32,15 +32,16 @@ func init() {
 
 // Defaults of oidc_auth's subdirectives.
 const (
-	DefaultLoginPath             = "/auth/login"
-	DefaultCallbackPath          = "/auth/callback"
-	DefaultLogoutPath            = "/auth/logout"
-	DefaultUserPath              = "/auth/user"
-	DefaultBackchannelLogoutPath = "/auth/backchannel-logout"
-	DefaultPostLogoutRedirect    = "/"
-	DefaultRefreshSkew           = 30 * time.Second
-	DefaultIdleTimeout           = 30 * time.Minute
-	DefaultLifetime              = 12 * time.Hour
+	DefaultLoginPath              = "/auth/login"
+	DefaultCallbackPath           = "/auth/callback"
+	DefaultLogoutPath             = "/auth/logout"
+	DefaultUserPath               = "/auth/user"
+	DefaultBackchannelLogoutPath  = "/auth/backchannel-logout"
+	DefaultFrontchannelLogoutPath = "/auth/frontchannel-logout"
+	DefaultPostLogoutRedirect     = "/"
+	DefaultRefreshSkew            = 30 * time.Second
+	DefaultIdleTimeout            = 30 * time.Minute
+	DefaultLifetime               = 12 * time.Hour
 )
 
 // Session stores, as SessionConfig.Store names them.
@@ -91,6 +92,12 @@ type Handler struct {
 	// logout tokens here (OpenID Connect Back-Channel Logout 1.0).
 	// Default /auth/backchannel-logout.
 	BackchannelLogoutPath string `json:"backchannel_logout_path,omitempty"`
+	// The front-channel logout URI registered at the provider, whose
+	// logout page frames it with iss and sid (OpenID Connect
+	// Front-Channel Logout 1.0; register it with
+	// frontchannel_logout_session_required). Only the provider's origin
+	// may frame the answer. Default /auth/frontchannel-logout.
+	FrontchannelLogoutPath string `json:"frontchannel_logout_path,omitempty"`
 	// Where to send the user after logout when the provider has no
 	// end_session_endpoint; also the post_logout_redirect_uri (made
 	// absolute on this site's origin). Default: /.
@@ -235,6 +242,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.LogoutPath = cmp.Or(h.LogoutPath, DefaultLogoutPath)
 	h.UserPath = cmp.Or(h.UserPath, DefaultUserPath)
 	h.BackchannelLogoutPath = cmp.Or(h.BackchannelLogoutPath, DefaultBackchannelLogoutPath)
+	h.FrontchannelLogoutPath = cmp.Or(h.FrontchannelLogoutPath, DefaultFrontchannelLogoutPath)
 	h.PostLogoutRedirect = cmp.Or(h.PostLogoutRedirect, DefaultPostLogoutRedirect)
 	h.Session.Store = cmp.Or(h.Session.Store, storeCookie)
 	// Validate refuses negative durations.
@@ -441,6 +449,7 @@ func (h *Handler) Validate() error {
 	for name, p := range map[string]string{
 		"login_path": h.LoginPath, "callback_path": h.CallbackPath, "logout_path": h.LogoutPath,
 		"user_path": h.UserPath, "backchannel_logout_path": h.BackchannelLogoutPath,
+		"frontchannel_logout_path": h.FrontchannelLogoutPath,
 	} {
 		if !strings.HasPrefix(p, "/") {
 			return fmt.Errorf("oidc_auth: %s %q must start with /", name, p)
@@ -534,6 +543,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	case h.BackchannelLogoutPath:
 		h.serveBackchannel(w, r)
+		return nil
+	case h.FrontchannelLogoutPath:
+		h.serveFrontchannel(w, r)
 		return nil
 	}
 

@@ -148,6 +148,7 @@ func (o gwOpts) caddyfile(addr, issuer, upstream, keyFile string) string {
 			request>uri query {
 				delete code
 				delete state
+				delete sid
 			}
 			wrap json
 		}

@@ -20,7 +20,7 @@ var labelPair = regexp.MustCompile(`([a-z_]+)="((?:[^"\\]|\\.)*)"`)
 var fixedLabels = map[string][]string{
 	"outcome": {"success", "unknown_state", "bad_state", "expired", "provider_error", "code_rejected",
 		"no_id_token", "bad_id_token", "bad_nonce", "bad_at_hash", "bad_iss", "allow", "deny", "other"},
-	"reason": {"logout", "backchannel", "expired", "invalid_grant", "replaced", "admin", "limit", "rule", "default", "path", "other"},
+	"reason": {"logout", "backchannel", "frontchannel", "expired", "invalid_grant", "replaced", "admin", "limit", "rule", "default", "path", "other"},
 	"result": {"success", "invalid_grant", "session_too_large", "provider_error", "bad_id_token",
 		"refused", "unavailable", "hit", "miss", "ok", "error", "other"},
 	"mode": {"mint", "exchange"},

@@ -95,6 +95,9 @@ var (
 	// a refresh token (introspection or UserInfo): Success, Rejected (the
 	// provider no longer knows it) or ProviderError.
 	Revalidate = Event{name: "revalidate"}
+	// Frontchannel is a front-channel logout request (by sid; unsigned,
+	// as OpenID Connect Front-Channel Logout 1.0 has it).
+	Frontchannel = Event{name: "frontchannel_logout"}
 	// Authz is counted by metrics.Authz, whose labels are the decision
 	// and its reason.
 	Authz = Event{name: "authz"}

@@ -42,6 +42,7 @@ const (
 const (
 	EndLogout       = "logout"
 	EndBackchannel  = "backchannel"
+	EndFrontchannel = "frontchannel" // the provider's logout page framed ours with the sid
 	EndExpired      = "expired"
 	EndInvalidGrant = "invalid_grant"
 	// EndReplaced: a new login in the same browser replaced the session.
@@ -73,7 +74,7 @@ const (
 )
 
 var (
-	endReasons      = []string{EndLogout, EndBackchannel, EndExpired, EndInvalidGrant, EndReplaced, EndAdmin, EndLimit}
+	endReasons      = []string{EndLogout, EndBackchannel, EndFrontchannel, EndExpired, EndInvalidGrant, EndReplaced, EndAdmin, EndLimit}
 	exchangeResults = []string{ExchangeSuccess, ExchangeRefused, ExchangeUnavailable}
 	cacheModes      = [...]string{ModeMint, ModeExchange}
 	authzReasons    = [...]string{ReasonRule, ReasonDefault, ReasonPath}

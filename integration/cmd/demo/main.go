@@ -201,6 +201,9 @@ func start(o options) (d *demo, err error) {
 		// any other login gets pwd.
 		ACRValues:  []string{"mfa"},
 		DefaultACR: "pwd",
+		// The provider's logout page (testop.FrontchannelLogoutPath)
+		// frames the gateway's default front-channel logout URI.
+		FrontchannelLogoutURIs: []string{gatewayURL + "/auth/frontchannel-logout"},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
@@ -293,6 +296,7 @@ func (d *demo) banner() {
 	fmt.Fprintf(w, "\ncaddy-bff demo\n\n")
 	fmt.Fprintf(w, "  open      %s\n", gw)
 	fmt.Fprintf(w, "  provider  %s  (OpenID Provider; client %q)\n", d.op.Issuer(), clientID)
+	fmt.Fprintf(w, "  sign out  %s%s  (the provider's front-channel logout page)\n", d.op.Issuer(), testop.FrontchannelLogoutPath)
 	fmt.Fprintf(w, "  api       http://%s  (verifies JWTs for %q from the gateway's JWKS)\n", d.o.apiAddr, apiAudience)
 	fmt.Fprintf(w, "  key       %s  (bff_token's signing key)\n\n", d.keyFile)
 	fmt.Fprintf(w, "  users:\n")

@@ -32,6 +32,7 @@ type store struct {
 	accessTTL      time.Duration
 	strictOffline  bool
 	loginSucceeded func()
+	sessions       *sessions
 
 	// rtMu serialises every call that reads or writes the example's
 	// refresh token map.
@@ -231,6 +232,7 @@ func (s *store) CheckUsernamePassword(username, password, id string) error {
 	}
 	if ar, ok := req.(*storage.AuthRequest); ok {
 		ar.Scopes = s.grantedScopes(ar.UserID, ar.Scopes)
+		s.sessions.start(id, ar.UserID)
 	}
 	if s.loginSucceeded != nil {
 		s.loginSucceeded()
@@ -496,6 +498,13 @@ func (s *store) SetUserinfoFromRequest(ctx context.Context, info *oidc.UserInfo,
 		return err
 	}
 	s.addClaims(info, req.GetSubject(), scopes)
+	// The login's provider session, for front-channel and back-channel
+	// logout by sid (a refresh's ID token has none: no auth request).
+	if ar, ok := req.(interface{ GetID() string }); ok {
+		if sid := s.sessions.ofAuthRequest(ar.GetID()); sid != "" {
+			info.AppendClaims("sid", sid)
+		}
+	}
 	return nil
 }
 

@@ -14,7 +14,9 @@
 // /auth/callback?id=ID, which redirects to the client's redirect_uri with
 // code and state. No consent screen; end_session redirects at once (no
 // confirmation page) to a registered post_logout_redirect_uri, or to
-// /logged-out.
+// /logged-out. Each login starts a provider session whose sid its ID
+// tokens carry; FrontchannelLogoutPath is the logout page that frames the
+// client's front-channel logout URIs with it (see frontchannel.go).
 package testop
 
 import (
@@ -118,6 +120,11 @@ type Config struct {
 	// them authenticated another way are refused with 401 invalid_client:
 	// a provider that, say, only takes client_secret_post.
 	TokenAuthMethods []string
+
+	// FrontchannelLogoutURIs are the client's registered front-channel
+	// logout URIs, which the provider's logout page (FrontchannelLogoutPath)
+	// frames with iss and sid; see also SetFrontchannelLogoutURIs.
+	FrontchannelLogoutURIs []string
 }
 
 // Stats counts requests the provider received since start or ResetStats.
@@ -225,6 +232,7 @@ func Start(cfg Config) (*Provider, error) {
 		p.mu.Unlock()
 	})
 	p.store.acrValues, p.store.defaultACR = cfg.ACRValues, cfg.DefaultACR
+	p.store.sessions = newSessions(cfg.FrontchannelLogoutURIs)
 
 	// A nil logger leaves the process's slog default alone; the example
 	// logs each request through it at info level.
@@ -314,6 +322,14 @@ func (p *Provider) instrument(next http.Handler) http.Handler {
 			p.count(func(s *Stats) { s.Introspect++ })
 		case p.paths.keys:
 			p.count(func(s *Stats) { s.Keys++ })
+		case loginPath:
+			if r.Method == http.MethodPost {
+				p.withSessionCookie(w, r, next)
+				return
+			}
+		case FrontchannelLogoutPath:
+			p.serveFrontchannelLogout(w, r)
+			return
 		case "/.well-known/openid-configuration":
 			p.count(func(s *Stats) { s.Discovery++ })
 			if len(p.authMethods) > 0 {
