@@ -57,6 +57,7 @@ var caddyfileCases = []struct {
 			public /assets/* /favicon.ico
 			public /healthz
 			login_path /login
+			session_events_path /auth/events
 			trusted_origins https://admin.example.com
 			refresh_skew 1m
 			auth_params audience api
@@ -68,6 +69,22 @@ var caddyfileCases = []struct {
 				lifetime 8h
 			}
 		}`, ""},
+	{"session_events_path not a path", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			session_events_path auth/session
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "session_events_path"},
+	{"session_events_path without a value", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			session_events_path
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "wrong argument count"},
 	{"missing issuer", `oidc_auth {
 			client_id portal
 			session {

@@ -87,6 +87,12 @@ type Handler struct {
 	// The path that answers the user's profile as JSON, never a token
 	// (GET; ?touch=false keeps the idle timeout). Default /auth/user.
 	UserPath string `json:"user_path,omitempty"`
+	// The path that tells the shell, without extending the idle timeout,
+	// whether its session lives: a Server-Sent Events stream (Accept:
+	// text/event-stream) answering `session` at once and `ended` when the
+	// session ends, or one JSON answer otherwise (polling). GET.
+	// Default /auth/session.
+	SessionEventsPath string `json:"session_events_path,omitempty"`
 	// The back-channel logout URI registered at the provider, which POSTs
 	// logout tokens here (OpenID Connect Back-Channel Logout 1.0).
 	// Default /auth/backchannel-logout.
@@ -162,6 +168,7 @@ type Handler struct {
 	lifetime       time.Duration
 	skew           time.Duration
 	touchInterval  time.Duration
+	events         *sessionEvents
 	logger         *zap.Logger
 	audit          *zap.Logger
 	now            func() time.Time
@@ -219,6 +226,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.CallbackPath = cmp.Or(h.CallbackPath, DefaultCallbackPath)
 	h.LogoutPath = cmp.Or(h.LogoutPath, DefaultLogoutPath)
 	h.UserPath = cmp.Or(h.UserPath, DefaultUserPath)
+	h.SessionEventsPath = cmp.Or(h.SessionEventsPath, DefaultSessionEventsPath)
+	h.events = newSessionEvents()
 	h.BackchannelLogoutPath = cmp.Or(h.BackchannelLogoutPath, DefaultBackchannelLogoutPath)
 	h.PostLogoutRedirect = cmp.Or(h.PostLogoutRedirect, DefaultPostLogoutRedirect)
 	h.Session.Store = cmp.Or(h.Session.Store, storeCookie)
@@ -426,6 +435,7 @@ func (h *Handler) Validate() error {
 	for name, p := range map[string]string{
 		"login_path": h.LoginPath, "callback_path": h.CallbackPath, "logout_path": h.LogoutPath,
 		"user_path": h.UserPath, "backchannel_logout_path": h.BackchannelLogoutPath,
+		"session_events_path": h.SessionEventsPath,
 	} {
 		if !strings.HasPrefix(p, "/") {
 			return fmt.Errorf("oidc_auth: %s %q must start with /", name, p)
@@ -465,6 +475,9 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the shared state this config used.
 func (h *Handler) Cleanup() error {
+	if h.events != nil {
+		h.events.close() // a reload must not wait on open streams
+	}
 	if h.unregister != nil {
 		h.unregister()
 	}
@@ -508,6 +521,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	case h.BackchannelLogoutPath:
 		h.serveBackchannel(w, r)
+		return nil
+	case h.SessionEventsPath:
+		h.serveSessionEvents(w, r)
 		return nil
 	}
 
