@@ -55,10 +55,53 @@ type sessionEvents struct {
 	hooked    sync.Map // *http.Server -> struct{}: shutdown hook registered
 	interval  time.Duration
 	max       int64
+
+	mu       sync.Mutex
+	watching map[string]map[chan struct{}]struct{} // subject -> its streams' wake-ups
 }
 
 func newSessionEvents() *sessionEvents {
-	return &sessionEvents{closing: make(chan struct{}), interval: sessionCheckInterval, max: maxSessionStreams}
+	return &sessionEvents{closing: make(chan struct{}), interval: sessionCheckInterval, max: maxSessionStreams,
+		watching: make(map[string]map[chan struct{}]struct{})}
+}
+
+// watch registers a stream of sub's session for wake-ups; the returned
+// func unregisters it.
+func (ev *sessionEvents) watch(sub string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	ev.mu.Lock()
+	set := ev.watching[sub]
+	if set == nil {
+		set = make(map[chan struct{}]struct{})
+		ev.watching[sub] = set
+	}
+	set[ch] = struct{}{}
+	ev.mu.Unlock()
+	return ch, func() {
+		ev.mu.Lock()
+		delete(set, ch)
+		if len(set) == 0 {
+			delete(ev.watching, sub)
+		}
+		ev.mu.Unlock()
+	}
+}
+
+// wake has the streams of sub's sessions check now rather than at their
+// next tick: this instance just ended one of them. Only that user's
+// streams check, not every stream.
+func (ev *sessionEvents) wake(sub string) {
+	if ev == nil {
+		return
+	}
+	ev.mu.Lock()
+	for ch := range ev.watching[sub] {
+		select {
+		case ch <- struct{}{}:
+		default: // a check is pending already
+		}
+	}
+	ev.mu.Unlock()
 }
 
 // close ends every open stream; idempotent.
@@ -191,13 +234,16 @@ func (h *Handler) serveSessionEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer ev.open.Add(-1)
 	ev.hookShutdown(r)
-	h.streamSession(w, r, value, st)
+	woken, unwatch := ev.watch(s.Subject)
+	defer unwatch()
+	h.streamSession(w, r, value, st, woken)
 }
 
 // streamSession writes the event stream until the session ends, the
-// client leaves, or the config stops. Headers are sent first, so nothing
+// client leaves, or the config stops. It checks every interval, and at
+// once when woken. Headers are sent first, so nothing
 // below may set a cookie.
-func (h *Handler) streamSession(w http.ResponseWriter, r *http.Request, value string, st sessionStatus) {
+func (h *Handler) streamSession(w http.ResponseWriter, r *http.Request, value string, st sessionStatus, woken <-chan struct{}) {
 	ev := h.events
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -236,6 +282,7 @@ func (h *Handler) streamSession(w http.ResponseWriter, r *http.Request, value st
 			why = "config stopped"
 			return
 		case <-tick.C:
+		case <-woken: // this instance ended one of the user's sessions
 		}
 		s, err := h.peekSession(r, value)
 		frame := ": ping\n\n"

@@ -451,3 +451,39 @@ func TestWantsEventStream(t *testing.T) {
 		}
 	}
 }
+
+// An ending on this instance wakes the user's streams at once, not at
+// their next check; another user's stream stays.
+func TestSessionEventsWake(t *testing.T) {
+	g := startEventsGW(t, storeMemory)
+	g.h.events.interval = time.Hour // only a wake-up can answer in time
+	resp, sr := openStream(t, g)
+	sr.until("session")
+
+	other := &session{ID: newSessionID(), Subject: "bob", Created: g.clock.Load(), LastSeen: g.clock.Load()}
+	if _, err := g.h.store.save(context.Background(), other, true, time.UnixMilli(g.clock.Load()).Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	otherResp := g.request(t, "GET", sessionCookieName(httptest.NewRequest("GET", "/", nil))+"="+other.ID, "text/event-stream")
+	defer otherResp.Body.Close()
+	osr := sseReader{t: t, br: bufio.NewReader(otherResp.Body)}
+	osr.until("session")
+
+	stop := time.AfterFunc(5*time.Second, func() { resp.Body.Close(); otherResp.Body.Close() })
+	defer stop.Stop()
+	if err := g.h.endSession(context.Background(), g.s, "logout"); err != nil {
+		t.Fatal(err)
+	}
+	if m := sr.until("ended"); m.data != `{"active":false}` {
+		t.Fatalf("ended data %q", m.data)
+	}
+	if names := sr.rest(); len(names) != 0 { // to the end: the handler returned
+		t.Fatalf("after ended: %v", names)
+	}
+	g.h.events.mu.Lock()
+	watched := len(g.h.events.watching)
+	g.h.events.mu.Unlock()
+	if watched != 1 {
+		t.Fatalf("%d subjects watched after alice's stream ended, want bob's only", watched)
+	}
+}

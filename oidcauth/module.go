@@ -693,6 +693,7 @@ func (h *Handler) endSession(ctx context.Context, s *session, why string) error 
 		return err
 	}
 	metrics.SessionsEnded(why, 1)
+	h.events.wake(s.Subject) // its open streams answer now, not at their next check
 	return nil
 }
 
