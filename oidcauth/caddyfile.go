@@ -37,6 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		callback_path <path>
 //		logout_path   <path>
 //		user_path     <path>
+//		session_events_path <path>
 //		backchannel_logout_path <path>
 //		frontchannel_logout_path <path>
 //		post_logout_redirect    <path>
@@ -79,7 +80,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		seen[name] = true
 		switch name {
 		case "issuer", "client_id", "client_secret", "login_path", "callback_path", "logout_path",
-			"user_path", "backchannel_logout_path", "frontchannel_logout_path", "post_logout_redirect", "prompt",
+			"user_path", "session_events_path", "backchannel_logout_path", "frontchannel_logout_path", "post_logout_redirect", "prompt",
 			"client_auth", "client_key", "userinfo", "par", "external_url":
 			var v string
 			if !d.Args(&v) || d.NextArg() {
@@ -103,6 +104,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.LogoutPath = v
 			case "user_path":
 				h.UserPath = v
+			case "session_events_path":
+				h.SessionEventsPath = v
 			case "backchannel_logout_path":
 				h.BackchannelLogoutPath = v
 			case "frontchannel_logout_path":

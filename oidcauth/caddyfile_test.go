@@ -57,6 +57,7 @@ var caddyfileCases = []struct {
 			public /assets/* /favicon.ico
 			public /healthz
 			login_path /login
+			session_events_path /auth/events
 			trusted_origins https://admin.example.com
 			refresh_skew 1m
 			revalidate 5m
@@ -109,6 +110,22 @@ var caddyfileCases = []struct {
 				keys ` + goodKey + `
 			}
 		}`, "printable ASCII"},
+	{"session_events_path not a path", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			session_events_path auth/session
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "session_events_path"},
+	{"session_events_path without a value", `oidc_auth {
+			issuer https://id.example.com
+			client_id portal
+			session_events_path
+			session {
+				keys ` + goodKey + `
+			}
+		}`, "wrong argument count"},
 	{"missing issuer", `oidc_auth {
 			client_id portal
 			session {

@@ -88,6 +88,12 @@ type Handler struct {
 	// The path that answers the user's profile as JSON, never a token
 	// (GET; ?touch=false keeps the idle timeout). Default /auth/user.
 	UserPath string `json:"user_path,omitempty"`
+	// The path that tells the shell, without extending the idle timeout,
+	// whether its session lives: a Server-Sent Events stream (Accept:
+	// text/event-stream) answering `session` at once and `ended` when the
+	// session ends, or one JSON answer otherwise (polling). GET.
+	// Default /auth/session.
+	SessionEventsPath string `json:"session_events_path,omitempty"`
 	// The back-channel logout URI registered at the provider, which POSTs
 	// logout tokens here (OpenID Connect Back-Channel Logout 1.0).
 	// Default /auth/backchannel-logout.
@@ -184,6 +190,7 @@ type Handler struct {
 	lifetime       time.Duration
 	skew           time.Duration
 	touchInterval  time.Duration
+	events         *sessionEvents
 	logger         *zap.Logger
 	audit          *zap.Logger
 	now            func() time.Time
@@ -241,6 +248,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.CallbackPath = cmp.Or(h.CallbackPath, DefaultCallbackPath)
 	h.LogoutPath = cmp.Or(h.LogoutPath, DefaultLogoutPath)
 	h.UserPath = cmp.Or(h.UserPath, DefaultUserPath)
+	h.SessionEventsPath = cmp.Or(h.SessionEventsPath, DefaultSessionEventsPath)
+	h.events = newSessionEvents()
 	h.BackchannelLogoutPath = cmp.Or(h.BackchannelLogoutPath, DefaultBackchannelLogoutPath)
 	h.FrontchannelLogoutPath = cmp.Or(h.FrontchannelLogoutPath, DefaultFrontchannelLogoutPath)
 	h.PostLogoutRedirect = cmp.Or(h.PostLogoutRedirect, DefaultPostLogoutRedirect)
@@ -450,6 +459,7 @@ func (h *Handler) Validate() error {
 		"login_path": h.LoginPath, "callback_path": h.CallbackPath, "logout_path": h.LogoutPath,
 		"user_path": h.UserPath, "backchannel_logout_path": h.BackchannelLogoutPath,
 		"frontchannel_logout_path": h.FrontchannelLogoutPath,
+		"session_events_path":      h.SessionEventsPath,
 	} {
 		if !strings.HasPrefix(p, "/") {
 			return fmt.Errorf("oidc_auth: %s %q must start with /", name, p)
@@ -500,6 +510,9 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the shared state this config used.
 func (h *Handler) Cleanup() error {
+	if h.events != nil {
+		h.events.close() // a reload must not wait on open streams
+	}
 	if h.unregister != nil {
 		h.unregister()
 	}
@@ -546,6 +559,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	case h.FrontchannelLogoutPath:
 		h.serveFrontchannel(w, r)
+		return nil
+	case h.SessionEventsPath:
+		h.serveSessionEvents(w, r)
 		return nil
 	}
 
@@ -715,6 +731,7 @@ func (h *Handler) endSession(ctx context.Context, s *session, why string) error 
 		return err
 	}
 	metrics.SessionsEnded(why, 1)
+	h.events.wake(s.Subject) // its open streams answer now, not at their next check
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -171,12 +172,14 @@ func TestBrowserPortal(t *testing.T) {
 		if status != 401 || !strings.HasPrefix(browser.Eval[string](b, `window.__p.login_url`), "/auth/login") {
 			t.Fatalf("fetch after the session ended: %v %v", status, browser.Eval[string](b, `JSON.stringify(window.__p)`))
 		}
-		// The app's own call gets the 401; the shell offers the login and
-		// brings the user back here.
+		// The shell learns it by itself (its session events), takes the
+		// user's data off the page, offers the login and brings the user
+		// back here. (An app's own call would get the same 401, but the
+		// shell's notice removes the apps within seconds, so a click on
+		// one would race it.)
 		b.MustDo(
-			chromedp.Click(`#app-recipes button`),
-			chromedp.WaitVisible(`#app-recipes .problem a`),
-			chromedp.Click(`#app-recipes .problem a`),
+			chromedp.WaitVisible(`[data-testid="signed-out"]`),
+			chromedp.Click(`[data-testid="signed-out"] a`),
 		)
 		loginInBrowser(t, b, testop.ReaderUsername, testop.ReaderPassword)
 		if loc, _ := url.Parse(browser.MustGet(b, chromedp.Location())); loc.Path != "/recipes" {
@@ -218,6 +221,47 @@ func TestBrowserPortal(t *testing.T) {
 		ck, _ := findCookie(t, b, gw, "bff_session")
 		if ck != nil {
 			t.Fatalf("the session cookie survived logout: %+v", ck)
+		}
+	})
+
+	timed(t, "two tabs: logout in one, the other shows signed out by itself", func(t *testing.T) {
+		b := browser.Start(t, browser.Options{})
+		b.MustDo(chromedp.Navigate(gw + "/"))
+		loginInBrowser(t, b, testop.AdminUsername, testop.AdminPassword)
+		appCards(t, b)
+		// A second tab of the same browser: the same cookie.
+		tab2, closeTab2 := chromedp.NewContext(b.Ctx())
+		defer closeTab2()
+		// The first Run opens the tab and binds it to its context: that
+		// must be the tab's own, not a timeout's.
+		opened := time.AfterFunc(20*time.Second, closeTab2)
+		if _, err := chromedp.Run(tab2, chromedp.Evaluate[int]("1")); err != nil {
+			t.Fatalf("second tab: %v", err)
+		}
+		opened.Stop()
+		run := func(d time.Duration, steps ...chromedp.Action[chromedp.Void]) error {
+			ctx, cancel := context.WithTimeout(tab2, d)
+			defer cancel()
+			return chromedp.Do(ctx, steps...)
+		}
+		if err := run(20*time.Second, chromedp.Navigate(gw+"/"), chromedp.WaitVisible(`#who .name`)); err != nil {
+			t.Fatalf("second tab: %v", err)
+		}
+		b.MustDo(chromedp.Click(`#logout button`), chromedp.WaitVisible(`input[name="username"]`))
+		start := time.Now()
+		// Nothing touches the second tab from here on.
+		if err := run(8*time.Second, chromedp.WaitVisible(`[data-testid="signed-out"]`)); err != nil {
+			t.Fatalf("the second tab does not show signed out 8 s after the logout: %v\nconsole:\n%s", err, strings.Join(b.Console(), "\n"))
+		}
+		t.Logf("the second tab showed signed out %v after the logout", time.Since(start).Round(10*time.Millisecond))
+		ctx, cancel := context.WithTimeout(tab2, 10*time.Second)
+		defer cancel()
+		text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(text, "Signed out") || strings.Contains(text, "Logged in as") || strings.Contains(text, "recipes:write") {
+			t.Fatalf("second tab after the logout:\n%s", text)
 		}
 	})
 

@@ -4,7 +4,9 @@
 //
 // It asks the gateway who the user is (/auth/user) and which
 // micro-frontends they may load (/applications), then imports each one's
-// entry and calls its mount(el, ctx) with a card to render into.
+// entry and calls its mount(el, ctx) with a card to render into. It keeps
+// listening to /auth/session, so a logout in another tab (or anywhere
+// else) shows here within seconds.
 
 const $ = (id) => document.getElementById(id);
 
@@ -114,8 +116,17 @@ function at(v) {
 	return isNaN(d) ? "" : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
+function sessionText(name, st) {
+	const idle = st.idle_expires_at ? `, or at ${at(st.idle_expires_at)} if idle` : "";
+	return `Logged in as ${name}. Your session ends at ${at(st.expires_at)}${idle}.`;
+}
+
+function displayName(u) {
+	return u.name || u.preferred_username || u.email || u.sub;
+}
+
 function renderUser(u) {
-	const name = u.name || u.preferred_username || u.email || u.sub;
+	const name = displayName(u);
 	const scopes = Array.isArray(u.scopes) ? u.scopes : [];
 	$("who").replaceChildren(
 		h("div", { class: "name", title: `sub ${u.sub}` }, name),
@@ -123,10 +134,63 @@ function renderUser(u) {
 			scopes.length ? scopes.map((s) => h("span", { class: "chip" }, s)) : h("span", { class: "chip" }, "no scopes")),
 	);
 	$("logout").hidden = false;
-	if (u.expires_at) {
-		const idle = u.idle_expires_at ? `, or at ${at(u.idle_expires_at)} if idle` : "";
-		$("session").textContent = `Logged in as ${name}. Your session ends at ${at(u.expires_at)}${idle}.`;
-	}
+	if (u.expires_at) $("session").textContent = sessionText(name, u);
+}
+
+// signedOut takes the user's data off the page and says why, with the way
+// back in: the session ended elsewhere (another tab's logout, the
+// provider, an operator, a timeout).
+function signedOut() {
+	$("who").textContent = "";
+	$("logout").hidden = true;
+	$("session").textContent = "";
+	$("nav").replaceChildren();
+	$("apps").replaceChildren();
+	showNotice(h("div", { id: "signed-out", "data-testid": "signed-out", class: "problem" },
+		h("strong", {}, "Signed out"),
+		h("p", {}, "Your session ended — in another tab, on another device, or it timed out. ",
+			h("a", { href: loginHref(null) }, "Log in again"), ".")));
+}
+
+// watchSession listens to the gateway's session events, which never
+// extend the session: `session` tells its ends (they move when another tab
+// uses it), `ended` that it is over. EventSource reconnects by itself
+// after a dropped stream; when the gateway refuses the stream (401, 503)
+// it gives up, and one plain poll tells an ended session from an outage.
+function watchSession(name) {
+	if (typeof EventSource !== "function") return pollSession(name);
+	const es = new EventSource("/auth/session");
+	es.addEventListener("session", (e) => {
+		try {
+			$("session").textContent = sessionText(name, JSON.parse(e.data));
+		} catch {
+			// not ours
+		}
+	});
+	es.addEventListener("ended", () => {
+		es.close();
+		signedOut();
+	});
+	es.addEventListener("error", async () => {
+		if (es.readyState !== EventSource.CLOSED) return; // reconnecting
+		const res = await api("/auth/session");
+		if (res.status === 401) signedOut();
+		else setTimeout(() => watchSession(name), 5000);
+	});
+}
+
+// pollSession is the polling contract, for browsers without EventSource:
+// every 5 s, without extending the session.
+function pollSession(name) {
+	const timer = setInterval(async () => {
+		const res = await api("/auth/session");
+		if (res.status === 401) {
+			clearInterval(timer);
+			signedOut();
+		} else if (res.ok) {
+			$("session").textContent = sessionText(name, res.body);
+		}
+	}, 5000);
 }
 
 // isCurrent reports whether this page is the app's route.
@@ -156,6 +220,7 @@ async function main() {
 		return;
 	}
 	renderUser(user.body);
+	watchSession(displayName(user.body));
 
 	const list = await api("/applications");
 	if (!list.ok) {
