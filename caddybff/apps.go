@@ -219,7 +219,7 @@ func (a *Apps) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Han
 	n := 0
 	for i := range a.apps {
 		app := &a.apps[i]
-		if allowed, _ := app.reqs.Check(id != nil, scopes); !allowed {
+		if allowed, _ := app.reqs.CheckScopes(id != nil, scopes); !allowed {
 			continue
 		}
 		if n > 0 {

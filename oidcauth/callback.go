@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -151,6 +152,11 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	acr, _ := idClaims["acr"].(string)
 	authTime := numericDate(idClaims["auth_time"])
+	if authTime.After(h.now().Add(authTimeLeeway)) {
+		// A login from the future would meet every max_age for as long
+		// as it is ahead: not a time we can use.
+		authTime = time.Time{}
+	}
 	// Step-up: a provider that ignored acr_values or max_age must not
 	// satisfy them; the browser's current session, if any, stays as it was.
 	if !h.stepUpDelivered(&ls, acr, authTime) {
@@ -283,7 +289,9 @@ func (h *Handler) userClaims(ctx context.Context, r *http.Request, info *provide
 			var extra map[string]any
 			if err := ui.Claims(&extra); err == nil {
 				for k, v := range extra {
-					if _, ok := claims[k]; !ok {
+					if _, ok := claims[k]; !ok && !slices.Contains(tokenOnlyClaims, k) {
+						// acr, auth_time and the like describe the
+						// verified login (the ID token's), never UserInfo's.
 						claims[k] = v
 					}
 				}

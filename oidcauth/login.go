@@ -124,8 +124,11 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if maxAge >= 0 {
 		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(maxAge, 10)))
-		if maxAge == 0 {
-			opts = append(opts, oauth2.SetAuthURLParam("prompt", h.promptWithLogin()))
+	}
+	if len(acr) > 0 || maxAge >= 0 {
+		// A step-up needs the user at the provider: never prompt=none.
+		if p, changed := h.stepUpPrompt(maxAge == 0); changed {
+			opts = append(opts, oauth2.SetAuthURLParam("prompt", p))
 		}
 	}
 	authURL := conf.AuthCodeURL(ls.State, opts...)
@@ -149,20 +152,26 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, authURL, http.StatusFound)
 }
 
-// promptWithLogin is the login's prompt with `login` added (keeping
-// `consent`, which offline_access needs); `none` cannot go with it.
-func (h *Handler) promptWithLogin() string {
+// stepUpPrompt is a step-up login's prompt: the configured one without
+// `none` (the user must be able to authenticate), with `login` added when
+// addLogin (max_age 0), keeping `consent`, which offline_access needs.
+// changed reports whether it differs from the configured prompt.
+func (h *Handler) stepUpPrompt(addLogin bool) (prompt string, changed bool) {
 	p := h.Prompt
 	if v, ok := h.AuthParams["prompt"]; ok {
 		p = v
 	}
-	out := []string{"login"}
+	var out []string
+	if addLogin {
+		out = append(out, "login")
+	}
 	for _, v := range strings.Fields(p) {
-		if v != "login" && v != "none" {
+		if v != "none" && !(addLogin && v == "login") {
 			out = append(out, v)
 		}
 	}
-	return strings.Join(out, " ")
+	prompt = strings.Join(out, " ")
+	return prompt, prompt != p
 }
 
 // usePAR reports whether the login pushes its request (RFC 9126): with

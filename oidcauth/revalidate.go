@@ -122,13 +122,21 @@ func (h *Handler) revalidate(r *http.Request, s *session) (*session, string, err
 	case checkRefresh:
 		return h.refresh(r, s)
 	case checkNone:
-		if s.RefreshToken == "" && s.AccessToken != "" && h.state.refresh.retry.warned.CompareAndSwap(false, true) {
-			h.logger.Warn("revalidate: the provider has no introspection endpoint and userinfo is off or refused; "+
-				"sessions without a refresh token are not revalidated (request offline_access)",
+		// Nothing can vouch for the session any more (no refresh token,
+		// and an access token that expired or that no endpoint takes):
+		// fail closed. The user logs in again; a session revalidate cannot
+		// check lives at most one interval past its last check.
+		if h.state.refresh.retry.warned.CompareAndSwap(false, true) {
+			h.logger.Warn("revalidate: a session due for its check has no refresh token and no access token the provider "+
+				"can be asked about (expired, or no introspection endpoint and userinfo off or refused); such sessions end "+
+				"when their check is due: request offline_access to keep them",
 				zap.String("request_id", requestid.From(r)))
 		}
-		// Nothing to check with: the session stands as it is.
-		return s, "", nil
+		audit.Write(h.audit, audit.Revalidate, r, audit.Entry{Sub: s.Subject, Outcome: audit.Rejected, Detail: "unverifiable"})
+		if err := h.endSession(context.WithoutCancel(r.Context()), s, metrics.EndInvalidGrant); err != nil {
+			return nil, "", fmt.Errorf("%w: %w: %w", errEndUnstored, errStoreDown, err)
+		}
+		return nil, "", errSessionEnded
 	}
 	key := "rv|" + s.hkey() + "|" + strconv.FormatInt(s.Checked, 36)
 	return h.renewOnce(r, s, key, func(ctx context.Context, r *http.Request, s *session) (refreshResult, error) {
@@ -139,7 +147,7 @@ func (h *Handler) revalidate(r *http.Request, s *session) (*session, string, err
 // revalidateMethod chooses how to check s: its refresh token, else its
 // access token at the introspection endpoint, else at UserInfo (when
 // userinfo may be called). An access token that expired says nothing
-// about the session: nothing is checked then.
+// about the session: checkNone, and the session ends.
 func revalidateMethod(s *session, info *providerInfo, userinfo bool, now time.Time) string {
 	switch {
 	case s.RefreshToken != "":
@@ -246,9 +254,11 @@ func (h *Handler) introspect(ctx context.Context, info *providerInfo, s *session
 	return *out.Active && (out.Sub == "" || out.Sub == s.Subject), nil
 }
 
-// userInfoKnows calls UserInfo with s's access token: 401 or 403 (the
-// token was revoked), or another subject, means the provider no longer
-// knows the session.
+// userInfoKnows calls UserInfo with s's access token: 401 (RFC 6750
+// §3.1: the token is invalid, revoked or expired), or another subject,
+// means the provider no longer knows the session. A 403 is
+// insufficient_scope, which says nothing about the session: an outage,
+// the session kept.
 func (h *Handler) userInfoKnows(ctx context.Context, info *providerInfo, s *session) (bool, error) {
 	start := time.Now()
 	sctx, span := providerSpan(ctx, metrics.CallUserInfo)
@@ -258,7 +268,7 @@ func (h *Handler) userInfoKnows(ctx context.Context, info *providerInfo, s *sess
 	case err == nil:
 		endProviderSpan(span, "ok", 0)
 		return ui.Subject == s.Subject, nil
-	case userInfoRefused(err):
+	case userInfoStatus(err) == "401":
 		endProviderSpan(span, "refused", 0)
 		return false, nil
 	}

@@ -284,8 +284,9 @@ func TestRevalidateIntrospection(t *testing.T) {
 	}
 }
 
-// Without an introspection endpoint, UserInfo: 401 or 403 ends the
-// session, a 5xx keeps it.
+// Without an introspection endpoint, UserInfo: 401 ends the session; a
+// 403 (insufficient_scope says nothing about the session) and a 5xx keep
+// it.
 func TestRevalidateUserInfo(t *testing.T) {
 	r := httptest.NewRequest("GET", "/api/x", nil)
 	for _, tc := range []struct {
@@ -295,7 +296,7 @@ func TestRevalidateUserInfo(t *testing.T) {
 	}{
 		{"known", jsonReply(200, `{"sub":"user-1"}`), nil},
 		{"revoked 401", jsonReply(401, `{"error":"invalid_token"}`), errSessionEnded},
-		{"revoked 403", jsonReply(403, `{"error":"insufficient_scope"}`), errSessionEnded},
+		{"403 is not a revocation", jsonReply(403, `{"error":"insufficient_scope"}`), errProviderDown},
 		{"another subject", jsonReply(200, `{"sub":"user-2"}`), errSessionEnded},
 		{"outage", jsonReply(502, `bad gateway`), errProviderDown},
 	} {
@@ -325,8 +326,12 @@ func TestRevalidateUserInfo(t *testing.T) {
 		op.userinfo = jsonReply(401, `{}`)
 		h, s := checkHandler(t, op, &now)
 		h.UserInfo = "off"
-		if ns, _, err := h.renew(r, s, now); err != nil || ns != s {
-			t.Fatalf("renew with nothing to check with: %+v %v", ns, err)
+		// Nothing can vouch for the session: it ends (fail closed).
+		if _, _, err := h.renew(r, s, now); !errors.Is(err, errSessionEnded) {
+			t.Fatalf("renew with nothing to check with: %v, want the session ended", err)
+		}
+		if _, err := h.store.load(context.Background(), s.ID); err == nil {
+			t.Fatal("the unverifiable session still loads")
 		}
 		if op.userinfos.Load() != 0 {
 			t.Fatal("userinfo off, and it was called")

@@ -24,12 +24,15 @@ import (
 // Bounds on the step-up parameters a login accepts from its URL.
 const (
 	maxACRValuesLen = 256
-	// maxMaxAge bounds max_age (seconds): ten years.
-	maxMaxAge = 10 * 365 * 24 * 3600
+	// maxMaxAge bounds max_age (seconds): ten years (MaxStepUpAge).
+	maxMaxAge = int64(MaxStepUpAge / time.Second)
 	// authTimeLeeway is the clock difference between provider and gateway
 	// tolerated when checking auth_time against max_age.
 	authTimeLeeway = 10 * time.Second
 )
+
+// MaxStepUpAge is the longest max_age a step-up may ask for.
+const MaxStepUpAge = 10 * 365 * 24 * time.Hour
 
 // CheckACRValue accepts an acr value: 1 to 128 printable ASCII characters
 // other than space, `"`, `\`, `|` and `>` (it travels space-separated in

@@ -63,6 +63,7 @@ func TestStepUpDelivered(t *testing.T) {
 		{"max_age 0, old login", ls(nil, 0), "", start.Add(-time.Minute), false},
 		{"no auth_time", ls(nil, 300), "", time.Time{}, false},
 		{"both, acr missing", ls([]string{"mfa"}, 300), "pwd", start, false},
+		{"max_age 0, fresh", ls(nil, 0), "", start.Add(time.Second), true},
 	} {
 		if got := h.stepUpDelivered(tt.ls, tt.acr, tt.authTime); got != tt.ok {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.ok)
@@ -95,6 +96,28 @@ func TestLoginStepUpParameters(t *testing.T) {
 		acr, maxAge, ok := loginStepUp(q)
 		if ok != tt.ok || (ok && (len(acr) != tt.acr || maxAge != tt.maxAge)) {
 			t.Errorf("%q: %v %d %v, want %d values, max_age %d, ok %v", tt.query, acr, maxAge, ok, tt.acr, tt.maxAge, tt.ok)
+		}
+	}
+}
+
+func TestStepUpPrompt(t *testing.T) {
+	for _, tt := range []struct {
+		prompt   string
+		addLogin bool
+		want     string
+		changed  bool
+	}{
+		{"", false, "", false},
+		{"", true, "login", true},
+		{"consent", true, "login consent", true},
+		{"none", false, "", true},
+		{"none", true, "login", true},
+		{"consent", false, "consent", false},
+		{"login consent", true, "login consent", false},
+	} {
+		h := &Handler{Prompt: tt.prompt}
+		if got, changed := h.stepUpPrompt(tt.addLogin); got != tt.want || changed != tt.changed {
+			t.Errorf("prompt %q, addLogin %v: %q %v, want %q %v", tt.prompt, tt.addLogin, got, changed, tt.want, tt.changed)
 		}
 	}
 }

@@ -137,6 +137,10 @@ func parseRequirement(tok string) (Requirement, error) {
 	case "":
 		return Requirement{}, errors.New("empty requirement")
 	}
+	if p, _, ok := strings.Cut(tok, ":"); ok && p != tok && (strings.EqualFold(p+":", ACRPrefix) || strings.EqualFold(p+":", MaxAgePrefix)) &&
+		!strings.HasPrefix(tok, ACRPrefix) && !strings.HasPrefix(tok, MaxAgePrefix) {
+		return Requirement{}, fmt.Errorf("write %s in lower case (%s or %s)", p+":", ACRPrefix, MaxAgePrefix)
+	}
 	if v, ok := strings.CutPrefix(tok, ACRPrefix); ok {
 		if strings.Contains(v, "|") {
 			return Requirement{}, errors.New("acr: takes one value; rank values with oidc_auth's acr_levels instead of alternatives")
@@ -157,6 +161,8 @@ func parseRequirement(tok string) (Requirement, error) {
 			return Requirement{}, errors.New("max_age: must not be negative")
 		case d%time.Second != 0:
 			return Requirement{}, errors.New("max_age: must be whole seconds (the provider's max_age is in seconds)")
+		case d > oidcauth.MaxStepUpAge:
+			return Requirement{}, fmt.Errorf("max_age: at most %s", oidcauth.MaxStepUpAge)
 		}
 		return Requirement{text: tok, kind: kindMaxAge, maxAge: d}, nil
 	}
@@ -186,9 +192,22 @@ func parseRequirement(tok string) (Requirement, error) {
 // Check reports whether a user meets every requirement: authenticated is
 // false for an anonymous request, scopes are the user's scopes (see
 // ScopesFrom). When not, it returns the first requirement not met, as
-// written. The zero Requirements admit no one. Step-up terms (acr:,
-// max_age:) ask only for a logged-in user here; see StepUp.
+// written. The zero Requirements admit no one. Check cannot judge step-up
+// terms (acr:, max_age:), which need the login's facts: requirements that
+// have any are not met here (missing names them); see CheckScopes and
+// StepUp.
 func (rs Requirements) Check(authenticated bool, scopes []string) (ok bool, missing string) {
+	ok, missing = rs.check(authenticated, scopeSet{list: scopes})
+	if ok && rs.stepUp != nil {
+		return false, rs.stepUp.String()
+	}
+	return ok, missing
+}
+
+// CheckScopes is Check with the step-up terms taken as met by any
+// logged-in user: for callers that judge StepUp themselves (bff_apps
+// lists an app whose step-up is unmet, with what opening it takes).
+func (rs Requirements) CheckScopes(authenticated bool, scopes []string) (ok bool, missing string) {
 	return rs.check(authenticated, scopeSet{list: scopes})
 }
 

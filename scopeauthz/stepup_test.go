@@ -35,6 +35,9 @@ func TestParseStepUpRequirements(t *testing.T) {
 		{"fractional seconds", []string{"max_age:1500ms"}, "", 0, "whole seconds"},
 		{"acr with >", []string{"acr:a>b"}, "", 0, "printable ASCII"},
 		{"anonymous and acr", []string{"anonymous", "acr:mfa"}, "", 0, "cannot be combined"},
+		{"upper-case acr", []string{"ACR:mfa"}, "", 0, "lower case"},
+		{"mixed-case max_age", []string{"Max_Age:5m"}, "", 0, "lower case"},
+		{"max_age beyond what a login takes", []string{"max_age:4000d"}, "", 0, "at most"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rs, err := ParseRequirements(tt.tokens)
@@ -139,5 +142,23 @@ func TestStepUp(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Check cannot see the login, so it never admits on step-up terms;
+// CheckScopes judges the rest for callers that check StepUp themselves.
+func TestCheckFailsClosedOnStepUp(t *testing.T) {
+	rs, err := ParseRequirements([]string{"payments:read", "acr:mfa"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, missing := rs.Check(true, []string{"payments:read"}); ok || missing != "acr:mfa" {
+		t.Fatalf("Check = %v %q, want false acr:mfa", ok, missing)
+	}
+	if ok, _ := rs.CheckScopes(true, []string{"payments:read"}); !ok {
+		t.Fatal("CheckScopes refused a user with the scope")
+	}
+	if ok, missing := rs.CheckScopes(true, nil); ok || missing != "payments:read" {
+		t.Fatalf("CheckScopes = %v %q without the scope", ok, missing)
 	}
 }

@@ -129,6 +129,14 @@ func TestStepUp(t *testing.T) {
 			if res.StatusCode != 401 || g.op.LastAuthRequest().MaxAge != "300" {
 				t.Fatalf("a login whose auth_time ignores max_age: %d (max_age sent %q)", res.StatusCode, g.op.LastAuthRequest().MaxAge)
 			}
+			// Nor does one from the future, which would meet every
+			// max_age for as long as it is ahead.
+			g.op.SetAuthTimeShift(-time.Hour)
+			res = harness.Login(t, c2, g.base+loginURL, testop.AdminUsername, testop.AdminPassword)
+			res.Body.Close()
+			if res.StatusCode != 401 {
+				t.Fatalf("a login whose auth_time is an hour ahead: %d, want 401", res.StatusCode)
+			}
 			g.op.SetAuthTimeShift(0)
 			res = harness.Login(t, c2, g.base+loginURL, testop.AdminUsername, testop.AdminPassword)
 			res.Body.Close()
