@@ -22,7 +22,7 @@ import (
 // find every session to end.
 type redisStore struct {
 	c        redis.UniversalClient
-	reader   getter // the hot path's GET: c's auto-pipeliner where it has one, else c
+	reader   *redis.AutoPipeliner // the hot path's GET: c's auto-pipeliner, or nil (c itself)
 	cfg      *redisconf.Resolved
 	keys     *keyring
 	now      func() time.Time
@@ -42,60 +42,48 @@ type decodedSession struct {
 	s   *session
 }
 
-// getter is the one command of the hot path.
-type getter interface {
-	Get(ctx context.Context, key string) *redis.StringCmd
-}
-
-// autoPipelined is implemented by go-redis's standalone, Sentinel
+// asyncAutoPipelined is implemented by go-redis's standalone, Sentinel
 // (failover) and Cluster clients (a Ring refuses; NewUniversalClient never
 // builds one).
-type autoPipelined interface {
-	AutoPipeline() (*redis.AutoPipeliner, error)
+type asyncAutoPipelined interface {
+	AsyncAutoPipeline() (*redis.AutoPipeliner, error)
 }
 
 // hotReader is what load sends its GET through: go-redis's auto-pipeliner
-// (its blocking face), so that the GETs of concurrent requests share round
-// trips and syscalls instead of each taking a pooled connection, or c itself
-// when the client has none. The pipeliner belongs to the client (closing the
-// client stops it) and is shared by every store on that client. Each GET
-// still goes to Redis and is answered in order after every write this
-// instance has finished: a logout anywhere shows on the next request.
-func hotReader(c redis.UniversalClient) getter {
-	if ap, ok := c.(autoPipelined); ok {
-		if p, err := ap.AutoPipeline(); err == nil {
+// (its deferred face, whose futures can be waited on with a context), so
+// that the GETs of concurrent requests share round trips and syscalls
+// instead of each taking a pooled connection; nil when the client has
+// none (load then uses the client itself). The pipeliner belongs to the
+// client (closing the client stops it) and is shared by every store on
+// that client. Each GET still goes to Redis and is answered in order after
+// every write this instance has finished: a logout anywhere shows on the
+// next request.
+func hotReader(c redis.UniversalClient) *redis.AutoPipeliner {
+	if ap, ok := c.(asyncAutoPipelined); ok {
+		if p, err := ap.AsyncAutoPipeline(); err == nil {
 			return p
 		}
 	}
-	return c
+	return nil
 }
 
 // get reads key through the auto-pipeliner, bounded by ctx. The pipeliner
 // runs its batches on a context of its own (go-redis documents that a
 // command's context does not bound it), so a Redis that stops answering
 // would hold the request for the pipeliner's dial retries and redirects,
-// far longer than the store's operation timeout; here the request gets its
-// error (a 503) when ctx ends, and the abandoned GET finishes in the
-// background within the pipeliner's own bound.
+// far longer than the store's operation timeout; WaitContext gives the
+// request its error (a 503) when ctx ends, without a goroutine per GET,
+// and the abandoned GET finishes in the background within the pipeliner's
+// own bound.
 func (rs *redisStore) get(ctx context.Context, key string) (string, error) {
 	if rs.reader == nil {
 		return rs.c.Get(ctx, key).Result()
 	}
-	type result struct {
-		raw string
-		err error
+	cmd := redis.NewStringCmd(ctx, "get", key)
+	if err := rs.reader.Submit(ctx, cmd).WaitContext(ctx); err != nil {
+		return "", err // redis.Nil included: the caller tells it apart
 	}
-	done := make(chan result, 1)
-	go func() {
-		raw, err := rs.reader.Get(ctx, key).Result()
-		done <- result{raw, err}
-	}()
-	select {
-	case r := <-done:
-		return r.raw, r.err
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
+	return cmd.Val(), nil
 }
 
 // maxDecoded bounds the decode cache (entries of a few KiB).
