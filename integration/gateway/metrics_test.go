@@ -19,12 +19,12 @@ var labelPair = regexp.MustCompile(`([a-z_]+)="((?:[^"\\]|\\.)*)"`)
 // from the config, "le" from the histogram buckets).
 var fixedLabels = map[string][]string{
 	"outcome": {"success", "unknown_state", "bad_state", "expired", "provider_error", "code_rejected",
-		"no_id_token", "bad_id_token", "bad_nonce", "bad_at_hash", "bad_iss", "allow", "deny", "other"},
+		"no_id_token", "bad_id_token", "bad_nonce", "bad_at_hash", "bad_iss", "step_up_not_met", "allow", "deny", "other"},
 	"reason": {"logout", "backchannel", "frontchannel", "expired", "invalid_grant", "replaced", "admin", "limit", "rule", "default", "path", "other"},
 	"result": {"success", "invalid_grant", "session_too_large", "provider_error", "bad_id_token",
 		"refused", "unavailable", "hit", "miss", "ok", "error", "other"},
 	"mode": {"mint", "exchange"},
-	"call": {"discovery", "code_exchange", "refresh", "userinfo", "revocation", "token_exchange", "jwks", "par", "other"},
+	"call": {"discovery", "code_exchange", "refresh", "userinfo", "revocation", "token_exchange", "jwks", "par", "introspection", "other"},
 }
 
 func TestMetrics(t *testing.T) {
