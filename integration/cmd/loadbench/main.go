@@ -54,9 +54,27 @@
 // environment to change either process's setting (Caddy inherits the
 // environment).
 //
+// -peer LIST compares peers (`make bench-peers`): each target of the
+// comma-separated LIST (chain: ours; oauth2-proxy; caddy-security) is
+// site B of its own run against the same bare site A, provider, upstream
+// and load, and one table sums them up. The peers are built from the Go
+// module proxy at pinned versions the first time (oauth2-proxy by `go
+// install`; a Caddy of the version our go.mod pins with caddy-security,
+// by xcaddy) into -peers-dir, and run as their own processes: oauth2-proxy
+// with --upstream, caddy-security's authentication portal (the provider
+// as a generic OpenID Connect one) and authorization policy in front of
+// the same reverse_proxy as A's. Both log in once through the provider's
+// form and pass the user upstream in X-Forwarded-User. Before measuring,
+// each is checked to refuse requests without the session and with its
+// cookie altered (the upstream sees none of them) and to pass the
+// logged-in user on every request with it; every round checks that each
+// answered request reached the upstream with the user. The CPU figure
+// of B is the peer process's own.
+//
 // Run it from the integration directory (or `make bench` at the root):
 //
 //	cd integration && go run ./cmd/loadbench [-duration 5s] [-rounds 3] [-conns 32] [-json]
+//	cd integration && go run ./cmd/loadbench -a-cookie -peer chain,oauth2-proxy,caddy-security -min-ratio 0
 //
 // It exits with status 1 when the ratio is below -min-ratio (0.90 by
 // default; 0 only reports). -cpuprofile DIR enables Caddy's admin endpoint
