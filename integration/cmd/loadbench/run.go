@@ -310,8 +310,8 @@ func run(ctx context.Context, o options) (res *result, err error) {
 		if s == A && (d.bearer != 0 || d.other != 0 || d.user != 0 || d.none < r.Requests) {
 			return nil, fmt.Errorf("round %d (A): upstream saw %d bearer, %d other, %d plain, %d with a user requests for %d answered", i+1, d.bearer, d.other, d.none, d.user, r.Requests)
 		}
-		if s == B && o.peer != "" && d.user < r.Requests {
-			return nil, fmt.Errorf("round %d (B): upstream saw %d requests with a user for %d answered", i+1, d.user, r.Requests)
+		if s == B && o.peer != "" && (d.user < r.Requests || d.bearer+d.none+d.other != d.user) {
+			return nil, fmt.Errorf("round %d (B): upstream saw %d requests with a user, %d in all, for %d answered", i+1, d.user, d.bearer+d.none+d.other, r.Requests)
 		}
 		if s == B && o.peer == "" && (d.none != 0 || d.other != 0 || d.bearer < r.Requests) {
 			return nil, fmt.Errorf("round %d (B): upstream saw %d bearer, %d other, %d plain requests for %d answered", i+1, d.bearer, d.other, d.none, r.Requests)
