@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 export GOFLAGS ?= -mod=mod
 
-.PHONY: all build test deps vet unit integration fuzz bench bench-sessions demo clean validate-example
+.PHONY: all build test deps vet unit integration fuzz bench bench-sessions bench-peers demo clean validate-example
 
 all: build
 
@@ -70,6 +70,15 @@ bench-sessions:
 	@cd integration && for n in 1000 100000; do for st in cookie redis; do \
 		$(GO) run -tags bffbench ./cmd/loadbench -a-cookie -store $$st -sessions $$n -min-ratio 0 || exit 1; \
 	done; done
+
+# bench-peers: peers in the same run: our chain (cookie store),
+# oauth2-proxy v7.15.6 and caddy-security v1.1.64 (on the Caddy go.mod
+# pins), each as site B against the same bare reverse_proxy, provider,
+# upstream and load, in one table (req/s, p50/p99, proxy CPU µs/req,
+# ratio to bare). The peers are built from the Go module proxy the first
+# time and kept in integration/.peers. Reports only; not part of `test`.
+bench-peers:
+	cd integration && $(GO) run ./cmd/loadbench -a-cookie -peer chain,oauth2-proxy,caddy-security -min-ratio 0
 
 demo:
 	cd integration && $(GO) run ./cmd/demo

@@ -38,6 +38,7 @@ http://{{.AddrA}} {
 	}
 }
 
+{{if .AddrB -}}
 # B: the full chain.
 http://{{.AddrB}} {
 	oidc_auth {
@@ -80,6 +81,7 @@ http://{{.AddrB}} {
 		}
 	}
 }
+{{- end}}
 `))
 
 // caddyConfig fills caddyfileTemplate.
@@ -104,7 +106,8 @@ func caddyfile(c caddyConfig) string {
 	return b.String()
 }
 
-// waitReady polls until fn succeeds, Caddy exits, or the timeout passes.
+// waitReady polls until fn succeeds, the site's process exits, or the
+// timeout passes.
 func waitReady(ctx context.Context, c *harness.Process, what string, fn func() error) error {
 	deadline := time.Now().Add(readyTimeout)
 	var err error
@@ -113,7 +116,7 @@ func waitReady(ctx context.Context, c *harness.Process, what string, fn func() e
 			return nil
 		}
 		if c.Exited() {
-			return fmt.Errorf("caddy exited (%v) before %s was ready:\n%s", c.Err(), what, c.Logs())
+			return fmt.Errorf("%s's process exited (%v) before it was ready:\n%s", what, c.Err(), c.Logs())
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("%s not ready: %v\n%s", what, err, c.Logs())

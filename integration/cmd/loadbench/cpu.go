@@ -14,8 +14,8 @@ import (
 
 // CPU accounting from /proc, and CPU profiles from Caddy's admin endpoint.
 
-// cpuTime is Caddy's user+system CPU time so far; ok is false where
-// there is no /proc.
+// cpuTime is a process's (Caddy's, a peer's) user+system CPU time so
+// far; ok is false where there is no /proc.
 func cpuTime(c *harness.Process) (time.Duration, bool) {
 	return procCPU(strconv.Itoa(c.Pid()))
 }
@@ -74,7 +74,8 @@ func machineCPU() (procs, steal time.Duration, ok bool) {
 	return tick(v[0] + v[1] + v[2]), tick(v[7]), true
 }
 
-// cpuSample is the CPU time of Caddy, of this process and of the machine.
+// cpuSample is the CPU time of the gateway process (caddy: the one of
+// the site being measured), of this process and of the machine.
 type cpuSample struct {
 	at                        time.Time
 	caddy, self, procs, steal time.Duration

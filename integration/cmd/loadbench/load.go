@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddy-bff/caddy-bff/integration/internal/harness"
 )
 
 // The load generator.
@@ -23,6 +25,7 @@ type site struct {
 	label  string
 	url    string
 	client *http.Client
+	proc   *harness.Process // the gateway serving it, for its CPU time
 }
 
 func newSite(name, label, url string, conns int) *site {

@@ -64,3 +64,47 @@ func (r *result) print(w io.Writer) {
 	}
 	fmt.Fprintf(bw, "  elapsed %s\n", r.Elapsed)
 }
+
+// printPeers prints one row per target of a -peer comparison: B's
+// figures, the bare proxy's of the same run, and the ratio.
+func printPeers(w io.Writer, o options, results []*result) {
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
+	if len(results) == 0 {
+		fmt.Fprintln(bw, "\ncaddy-bff loadbench -peer: no target ran")
+		return
+	}
+	r0 := results[0]
+	fmt.Fprintf(bw, "\ncaddy-bff loadbench -peer: each target is site B of its own run against a bare reverse_proxy (site A, caddy %s),\n", mustPinnedCaddy())
+	fmt.Fprintf(bw, "  same OP, upstream and load: %d rounds × %s per site, %d connections, loopback, %d CPUs", r0.Rounds, r0.Duration, r0.Conns, r0.NumCPU)
+	if o.aCookie {
+		fmt.Fprint(bw, "; the session cookie goes to bare too")
+	}
+	fmt.Fprint(bw, "\n\n")
+	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  target\tversion\treq/s\tp50\tp99\tproxy CPU/req\tbare req/s\tbare CPU/req\tratio to bare")
+	cpu := func(v float64) string {
+		if v <= 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.1fµs", v)
+	}
+	maxOther := 0.0
+	for _, r := range results {
+		name := r.Name
+		if name == "chain" {
+			name = "caddy-bff chain (" + o.store + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%.0f\t%.2fms\t%.2fms\t%s\t%.0f\t%s\t%.3f\n", name, r.Version, r.B.MedianRPS, r.B.P50ms, r.B.P99ms,
+			cpu(r.B.CPUPerReqUS), r.A.MedianRPS, cpu(r.A.CPUPerReqUS), r.Ratio)
+		maxOther = max(maxOther, r.OtherLoad)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(bw, "\n  ratio to bare: the median of the per-round req/s ratios B/A; proxy CPU/req: the gateway process's own CPU time per request")
+	for _, r := range results {
+		fmt.Fprintf(bw, "  %s: %s\n", r.Name, r.B.Label)
+	}
+	if maxOther >= 0.10 {
+		fmt.Fprintf(bw, "  WARNING: other processes used up to %.0f%% of the CPUs during a round; the numbers are noisy\n", 100*maxOther)
+	}
+}

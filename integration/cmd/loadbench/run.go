@@ -44,6 +44,8 @@ type siteSummary struct {
 }
 
 type result struct {
+	Name          string         `json:"name"`    // "chain" or a peer's name
+	Version       string         `json:"version"` // the peer's, or the pinned Caddy's
 	Duration      string         `json:"duration_per_round"`
 	Rounds        int            `json:"rounds"`
 	Conns         int            `json:"conns"`
@@ -77,11 +79,11 @@ func run(ctx context.Context, o options) (res *result, err error) {
 	defer os.RemoveAll(tmp)
 
 	logf("building caddy (non-race) …")
+	// Built once per process (main removes it), for every run of -peer.
 	bin, err := harness.BuildCaddy()
 	if err != nil {
 		return nil, err
 	}
-	defer harness.RemoveBuild()
 
 	up, err := startUpstream()
 	if err != nil {
@@ -89,7 +91,16 @@ func run(ctx context.Context, o options) (res *result, err error) {
 	}
 	defer up.close()
 
-	op, err := testop.Start(testop.Config{})
+	opCfg := testop.Config{}
+	var peerBin string
+	if o.peer != "" {
+		// The peers' callbacks next to our chain's (the OP's default).
+		opCfg.RedirectURIs = append([]string{"http://127.0.0.1:*/auth/callback"}, peerRedirectURIs...)
+		if peerBin, err = buildPeer(ctx, o.peersDir, o.peer); err != nil {
+			return nil, fmt.Errorf("building %s: %w", o.peer, err)
+		}
+	}
+	op, err := testop.Start(opCfg)
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}
@@ -119,6 +130,9 @@ func run(ctx context.Context, o options) (res *result, err error) {
 	}
 	cc := caddyConfig{Admin: admin, AddrA: addrA, AddrB: addrB, Upstream: up.addr,
 		Issuer: op.Issuer(), KeyFile: keyFile, Store: o.store}
+	if o.peer != "" {
+		cc.AddrB = "" // site B is the peer, in its own process
+	}
 	if o.store == "redis" {
 		rd, err := redistest.New(tmp)
 		if err != nil {
@@ -143,13 +157,30 @@ func run(ctx context.Context, o options) (res *result, err error) {
 	A := newSite("A", "reverse_proxy", "http://"+addrA+benchPath, o.conns)
 	B := newSite("B", "oidc_auth ("+o.store+") + scope_authz (20 rules) + bff_rate_limit + bff_token mint + reverse_proxy", "http://"+addrB+benchPath, o.conns)
 	A.cookie, B.cookie = o.aCookie, true
+	A.proc, B.proc = cp, cp
+	loginURL := "http://" + addrB + "/auth/login?return_to=" + url.QueryEscape(benchPath)
+	version := "caddy " + mustPinnedCaddy()
+	if o.peer != "" {
+		pp, err := startPeer(peerBin, o.peer, filepath.Join(tmp, "peer"), addrB, up.addr, op.Issuer(), op.ClientID(), op.ClientSecret())
+		if err != nil {
+			return nil, err
+		}
+		defer pp.proc.Stop()
+		B.label, B.proc, loginURL, version = pp.label, pp.proc, pp.login, pp.version
+	}
 
-	// Ready: A proxies (200); B without a session refuses (401), which
-	// also shows that B's 200s below are authenticated ones.
+	// Ready: A proxies (200); B without a session refuses (our chain:
+	// 401; a peer: 401, 403 or a redirect to its login), which also shows
+	// that B's 200s below are authenticated ones.
 	if err := waitReady(ctx, cp, "site A", func() error { return expectStatus(A.client, A.url, "", http.StatusOK) }); err != nil {
 		return nil, err
 	}
-	if err := waitReady(ctx, cp, "site B", func() error { return expectStatus(B.client, B.url, "", http.StatusUnauthorized) }); err != nil {
+	if err := waitReady(ctx, B.proc, "site B", func() error {
+		if o.peer != "" {
+			return expectRefused(B.client, B.url, "")
+		}
+		return expectStatus(B.client, B.url, "", http.StatusUnauthorized)
+	}); err != nil {
 		return nil, err
 	}
 
@@ -159,14 +190,16 @@ func run(ctx context.Context, o options) (res *result, err error) {
 		return nil, err
 	}
 	lc := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	resp, _, err := harness.TryLogin(lc, "http://"+addrB+"/auth/login?return_to="+url.QueryEscape(benchPath), testop.AdminUsername, testop.AdminPassword, false)
+	resp, _, err := harness.TryLogin(lc, loginURL, testop.AdminUsername, testop.AdminPassword, false)
 	if err != nil {
-		return nil, fmt.Errorf("login: %w", err)
+		return nil, fmt.Errorf("login: %w\nB's output:\n%s", err, B.proc.Logs())
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != benchPath {
-		return nil, fmt.Errorf("login landed on %s with %d, want %s 200", resp.Request.URL, resp.StatusCode, benchPath)
+	// A peer may land on its own page (caddy-security's portal); that
+	// its session opens B is checked below.
+	if resp.StatusCode != http.StatusOK || (o.peer == "" && resp.Request.URL.Path != benchPath) {
+		return nil, fmt.Errorf("login landed on %s with %d, want %s 200\nB's output:\n%s", resp.Request.URL.Scheme+"://"+resp.Request.URL.Host+resp.Request.URL.Path, resp.StatusCode, benchPath, B.proc.Logs())
 	}
 	bURL, _ := url.Parse("http://" + addrB + "/")
 	ck := newCookies(jar.Cookies(bURL))
@@ -194,18 +227,29 @@ func run(ctx context.Context, o options) (res *result, err error) {
 		logf("sealed %d sessions of %d distinct users in %v; each request takes the next one", len(cks), len(cks), time.Since(start).Round(time.Millisecond))
 	}
 
-	jwtLen, err := verify(A, B, ck, up, pub, "http://"+addrB)
-	if err != nil {
-		return nil, fmt.Errorf("verification: %w\ncaddy output:\n%s", err, cp.Logs())
+	if o.peer != "" {
+		user, err := verifyPeer(A, B, ck, up)
+		if err != nil {
+			return nil, fmt.Errorf("verification: %w\nB's output:\n%s", err, B.proc.Logs())
+		}
+		logf("verified: A reaches the upstream without a user, B only with the session (%s: %s); without it, or with it altered, B refuses", userHeader, user)
+	} else {
+		jwtLen, err := verify(A, B, ck, up, pub, "http://"+addrB)
+		if err != nil {
+			return nil, fmt.Errorf("verification: %w\ncaddy output:\n%s", err, cp.Logs())
+		}
+		logf("verified: A reaches the upstream without Authorization, B with one cached, valid %d-byte Bearer JWT", jwtLen)
 	}
-	logf("verified: A reaches the upstream without Authorization, B with one cached, valid %d-byte Bearer JWT", jwtLen)
-	if A.cookie {
+	if A.cookie && o.peer != "" {
+		logf("both sites get GET %s with the same %d-byte Cookie header", benchPath, len(*ck.header.Load()))
+	} else if A.cookie {
 		logf("both sites get GET %s with the same %d-byte Cookie header (oidc_auth strips its cookies before B's upstream)", benchPath, len(*ck.header.Load()))
 	} else {
 		logf("both sites get GET %s; B's carries the %d-byte session Cookie header", benchPath, len(*ck.header.Load()))
 	}
 
 	res = &result{
+		Name: cmp.Or(o.peer, "chain"), Version: version,
 		Duration: o.duration.String(), Rounds: o.rounds, Conns: o.conns,
 		NumCPU: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
 		CaddyEnv: orDefault(os.Getenv("GOMAXPROCS"), "default"),
@@ -234,17 +278,17 @@ func run(ctx context.Context, o options) (res *result, err error) {
 			}()
 		}
 		before := up.counts()
-		c0 := sampleCPU(cp)
+		c0 := sampleCPU(s.proc)
 		// Caddy's CPU counts the warm-up too; so do the requests it is
 		// divided by (see below), which the upstream counts.
 		r, err := load(ctx, s, cks, o.conns, warmup, o.duration)
 		if err != nil {
-			if cp.Exited() {
-				err = fmt.Errorf("%w\ncaddy exited (%v):\n%s", err, cp.Err(), cp.Logs())
+			if s.proc.Exited() {
+				err = fmt.Errorf("%w\nsite %s's process exited (%v):\n%s", err, s.name, s.proc.Err(), s.proc.Logs())
 			}
 			return nil, err
 		}
-		c1 := sampleCPU(cp)
+		c1 := sampleCPU(s.proc)
 		if profDone != nil {
 			if err := <-profDone; err != nil {
 				logf("cpu profile: %v", err)
@@ -263,13 +307,16 @@ func run(ctx context.Context, o options) (res *result, err error) {
 		}
 		d := up.counts().sub(before)
 		// The upstream saw exactly the kind of request this site sends.
-		if s == A && (d.bearer != 0 || d.other != 0 || d.none < r.Requests) {
-			return nil, fmt.Errorf("round %d (A): upstream saw %d bearer, %d other, %d plain requests for %d answered", i+1, d.bearer, d.other, d.none, r.Requests)
+		if s == A && (d.bearer != 0 || d.other != 0 || d.user != 0 || d.none < r.Requests) {
+			return nil, fmt.Errorf("round %d (A): upstream saw %d bearer, %d other, %d plain, %d with a user requests for %d answered", i+1, d.bearer, d.other, d.none, d.user, r.Requests)
 		}
-		if s == B && (d.none != 0 || d.other != 0 || d.bearer < r.Requests) {
+		if s == B && o.peer != "" && (d.user < r.Requests || d.bearer+d.none+d.other != d.user) {
+			return nil, fmt.Errorf("round %d (B): upstream saw %d requests with a user, %d in all, for %d answered", i+1, d.user, d.bearer+d.none+d.other, r.Requests)
+		}
+		if s == B && o.peer == "" && (d.none != 0 || d.other != 0 || d.bearer < r.Requests) {
 			return nil, fmt.Errorf("round %d (B): upstream saw %d bearer, %d other, %d plain requests for %d answered", i+1, d.bearer, d.other, d.none, r.Requests)
 		}
-		total := d.bearer + d.none
+		total := d.bearer + d.none + d.other
 		if ok0 && ok1 && total > 0 {
 			r.CaddyCPU = (cpu1 - cpu0).Seconds()
 			r.CPUPerReq = math.Round(float64((cpu1-cpu0).Microseconds())/float64(total)*10) / 10
@@ -291,8 +338,8 @@ func run(ctx context.Context, o options) (res *result, err error) {
 			reqB += total
 		}
 		res.RoundsOrder = append(res.RoundsOrder, r)
-		logf("round %d/%d  %s  %6.0f req/s  p50 %.2fms  p99 %.2fms  CPU/req: caddy %.1fµs, load generator+upstream %.1fµs; other processes %.0f%% of the CPUs",
-			i/2+1, o.rounds, s.name, r.RPS, r.P50ms, r.P99ms, r.CPUPerReq, r.SelfPerReq, 100*r.OtherLoad)
+		logf("round %d/%d  %s  %6.0f req/s  p50 %.2fms  p99 %.2fms  CPU/req: %s %.1fµs, load generator+upstream %.1fµs; other processes %.0f%% of the CPUs",
+			i/2+1, o.rounds, s.name, r.RPS, r.P50ms, r.P99ms, procName(o, s), r.CPUPerReq, r.SelfPerReq, 100*r.OtherLoad)
 	}
 	for i := range o.rounds {
 		res.PairRatios = append(res.PairRatios, round3(res.B.RPS[i]/res.A.RPS[i]))
@@ -334,6 +381,14 @@ func run(ctx context.Context, o options) (res *result, err error) {
 	res.Profile = o.profile
 	res.Elapsed = time.Since(began).Round(100 * time.Millisecond).String()
 	return res, nil
+}
+
+// procName names the process whose CPU a site's round counts.
+func procName(o options, s *site) string {
+	if s.name == "B" && o.peer != "" {
+		return o.peer
+	}
+	return "caddy"
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
@@ -419,6 +474,113 @@ func verify(A, B *site, ck *cookies, up *upstream, pub *ecdsa.PublicKey, issuer 
 		return 0, fmt.Errorf("site B: token subject %q, want %q", sub, testop.AdminSubject)
 	}
 	return len(tokens[0]), nil
+}
+
+// verifyPeer checks, before any measurement, that the peer on B is not
+// an open proxy: without the session cookie, and with its value altered,
+// B refuses and the upstream sees nothing; with it, every request
+// reaches the upstream carrying the logged-in user in userHeader (its
+// subject or e-mail address). A's requests reach the upstream without
+// one. It returns the user the upstream saw.
+func verifyPeer(A, B *site, ck *cookies, up *upstream) (string, error) {
+	before := up.counts()
+	if err := expectRefused(B.client, B.url, ""); err != nil {
+		return "", fmt.Errorf("site B without a session: %w", err)
+	}
+	h := *ck.header.Load()
+	if err := expectRefused(B.client, B.url, alterCookies(h)); err != nil {
+		return "", fmt.Errorf("site B with an altered session cookie: %w", err)
+	}
+	if d := up.counts().sub(before); d != (counts{}) {
+		return "", fmt.Errorf("site B let unauthenticated requests through to the upstream: %+v", d)
+	}
+	for _, s := range []*site{A, B} {
+		before := up.counts()
+		up.takeUsers()
+		up.record.Store(true)
+		for range verifyCount {
+			req, _ := http.NewRequest(http.MethodGet, s.url, nil)
+			req.Header.Set("Accept", "application/json")
+			if s.cookie {
+				req.Header.Set("Cookie", *ck.header.Load())
+			}
+			resp, err := s.client.Do(req)
+			if err != nil {
+				up.record.Store(false)
+				return "", fmt.Errorf("site %s: %w", s.name, err)
+			}
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || string(b) != upstreamBody {
+				up.record.Store(false)
+				return "", fmt.Errorf("site %s answered %d, want 200 with the upstream's body: %s", s.name, resp.StatusCode, strings.TrimSpace(string(b)))
+			}
+			if set := resp.Cookies(); len(set) > 0 {
+				ck.update(set)
+			}
+		}
+		up.record.Store(false)
+		users := up.takeUsers()
+		d := up.counts().sub(before)
+		if s == A {
+			if d.user != 0 || d.bearer != 0 || d.none != verifyCount {
+				return "", fmt.Errorf("site A: upstream saw %+v; want %d plain requests", d, verifyCount)
+			}
+			continue
+		}
+		if d.user != verifyCount {
+			return "", fmt.Errorf("site B: upstream saw %d of %d requests with %s", d.user, verifyCount, userHeader)
+		}
+		for _, u := range users {
+			if u != testop.AdminSubject && u != testop.AdminEmail && u != testop.AdminUsername {
+				return "", fmt.Errorf("site B: upstream saw %s %q, not the logged-in user", userHeader, u)
+			}
+		}
+		return users[0], nil
+	}
+	return "", errors.New("unreachable")
+}
+
+// alterCookies flips a character in the middle of each cookie's value.
+func alterCookies(h string) string {
+	var parts []string
+	for part := range strings.SplitSeq(h, "; ") {
+		name, value, _ := strings.Cut(part, "=")
+		if len(value) > 2 {
+			i := len(value) / 2
+			c := byte('A')
+			if value[i] == 'A' {
+				c = 'B'
+			}
+			value = value[:i] + string(c) + value[i+1:]
+		}
+		parts = append(parts, name+"="+value)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// expectRefused checks that u, requested as an API call, is not answered
+// by the upstream: 401, 403 or a redirect (to a login).
+func expectRefused(c *http.Client, u, cookie string) error {
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	switch resp.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect:
+		return nil
+	}
+	return fmt.Errorf("GET %s: %d, want 401, 403 or a redirect: %s", u, resp.StatusCode, strings.TrimSpace(string(b)))
 }
 
 func expectStatus(c *http.Client, u, cookie string, want int) error {

@@ -22,10 +22,12 @@ type upstream struct {
 	bearer atomic.Int64 // Authorization: Bearer x.y.z
 	other  atomic.Int64 // any other Authorization header
 	none   atomic.Int64 // no Authorization header
+	user   atomic.Int64 // X-Forwarded-User (a peer's identity header), whatever the above
 
 	record atomic.Bool // keep the tokens seen (verification only)
 	mu     sync.Mutex
 	tokens []string
+	users  []string
 }
 
 func startUpstream() (*upstream, error) {
@@ -40,6 +42,14 @@ func startUpstream() (*upstream, error) {
 }
 
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if v := r.Header.Get(userHeader); v != "" {
+		u.user.Add(1)
+		if u.record.Load() {
+			u.mu.Lock()
+			u.users = append(u.users, v)
+			u.mu.Unlock()
+		}
+	}
 	switch a := r.Header.Get("Authorization"); {
 	case a == "":
 		u.none.Add(1)
@@ -64,14 +74,14 @@ func isBearerJWT(a string) bool {
 	return ok && strings.Count(tok, ".") == 2 && !strings.Contains(tok, "..")
 }
 
-type counts struct{ bearer, other, none int64 }
+type counts struct{ bearer, other, none, user int64 }
 
 func (u *upstream) counts() counts {
-	return counts{u.bearer.Load(), u.other.Load(), u.none.Load()}
+	return counts{u.bearer.Load(), u.other.Load(), u.none.Load(), u.user.Load()}
 }
 
 func (c counts) sub(d counts) counts {
-	return counts{c.bearer - d.bearer, c.other - d.other, c.none - d.none}
+	return counts{c.bearer - d.bearer, c.other - d.other, c.none - d.none, c.user - d.user}
 }
 
 func (u *upstream) takeTokens() []string {
@@ -80,6 +90,14 @@ func (u *upstream) takeTokens() []string {
 	t := u.tokens
 	u.tokens = nil
 	return t
+}
+
+func (u *upstream) takeUsers() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	v := u.users
+	u.users = nil
+	return v
 }
 
 func (u *upstream) close() {

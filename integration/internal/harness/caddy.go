@@ -103,6 +103,9 @@ func RemoveBuild() {
 	}
 }
 
+// RootDir is the plugin module's directory (the repository root).
+func RootDir() (string, error) { return rootDir() }
+
 // rootDir finds the plugin module's directory: the local replace
 // directive of the current module (integration/go.mod points it at the
 // repository root), else wherever the go command resolves the module.
@@ -251,18 +254,31 @@ func Run(bin, dir, caddyfile string, env ...string) (*Process, error) {
 	if err := os.WriteFile(file, []byte(caddyfile), 0o600); err != nil {
 		return nil, fmt.Errorf("writing Caddyfile: %w", err)
 	}
+	p, err := Start(dir, env, bin, "run", "--config", file, "--adapter", "caddyfile")
+	if err != nil {
+		return nil, err
+	}
+	p.file = file
+	return p, nil
+}
+
+// Start runs bin with args in dir, with HOME and the XDG directories
+// moved under dir and the extra environment variables env ("K=V"),
+// collecting its output for Logs: Run's way of running Caddy, for any
+// program (the load benchmark runs its peers, such as oauth2-proxy, so).
+func Start(dir string, env []string, bin string, args ...string) (*Process, error) {
 	environ, err := isolatedEnv(dir, env)
 	if err != nil {
-		return nil, fmt.Errorf("caddy env: %w", err)
+		return nil, fmt.Errorf("%s env: %w", filepath.Base(bin), err)
 	}
-	p := &Process{dir: dir, file: file, logs: newSyncBuffer(), done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
+	p := &Process{dir: dir, logs: newSyncBuffer(), done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Env = environ
 	p.cmd.Stdout = p.logs
 	p.cmd.Stderr = p.logs
 	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting caddy: %w", err)
+		return nil, fmt.Errorf("starting %s: %w", filepath.Base(bin), err)
 	}
 	go func() {
 		p.waitErr = p.cmd.Wait()
