@@ -203,6 +203,15 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	s.setTokenExpiry(tok)
 	s.key = hashID(s.ID)
+	if s.SID != "" {
+		// Before the session exists: a front-channel logout for this sid
+		// must find it issued, or it would be ignored.
+		if err := h.ends.issueSID(r.Context(), s.SID, now.Add(h.lifetime)); err != nil {
+			h.logStoreFailure(r, "login", err)
+			h.storeUnavailable(w, r, err)
+			return
+		}
+	}
 	value, err := h.store.save(r.Context(), s, true, s.end(h.idle, h.lifetime))
 	if err != nil {
 		h.logStoreFailure(r, "login", err)

@@ -27,6 +27,11 @@ type endings interface {
 	// a logout that failed can be retried.
 	jtiSeen(ctx context.Context, jti string) (bool, error)
 	recordJTI(ctx context.Context, jti string, until time.Time) error
+	// issueSID records a provider session id a login here received, until
+	// its sessions end; sidIssued reports whether one was. Front-channel
+	// logout, which is not signed, acts only on these.
+	issueSID(ctx context.Context, sid string, until time.Time) error
+	sidIssued(ctx context.Context, sid string) (bool, error)
 }
 
 // memoryEndings adapts the in-process revocation list.
@@ -61,6 +66,15 @@ func (m memoryEndings) jtiSeen(_ context.Context, jti string) (bool, error) {
 func (m memoryEndings) recordJTI(_ context.Context, jti string, until time.Time) error {
 	m.rv.recordJTI(jti, until)
 	return nil
+}
+
+func (m memoryEndings) issueSID(_ context.Context, sid string, until time.Time) error {
+	m.rv.issue(sid, until)
+	return nil
+}
+
+func (m memoryEndings) sidIssued(_ context.Context, sid string) (bool, error) {
+	return m.rv.wasIssued(sid, m.now()), nil
 }
 
 // redisEndings keeps the same facts in Redis, shared by every instance:
@@ -172,4 +186,21 @@ func (re redisEndings) recordJTI(ctx context.Context, jti string, until time.Tim
 	ctx, cancel := re.cfg.Ctx(ctx)
 	defer cancel()
 	return re.c.Set(ctx, re.keyJTI(jti), "1", ttl(until, re.now())).Err()
+}
+
+func (re redisEndings) keyIssued(sid string) string {
+	return re.cfg.KeyPrefix + "sid:" + digest("sid", sid)
+}
+
+func (re redisEndings) issueSID(ctx context.Context, sid string, until time.Time) error {
+	ctx, cancel := re.cfg.Ctx(ctx)
+	defer cancel()
+	return re.c.Set(ctx, re.keyIssued(sid), "1", ttl(until, re.now())).Err()
+}
+
+func (re redisEndings) sidIssued(ctx context.Context, sid string) (bool, error) {
+	ctx, cancel := re.cfg.Ctx(ctx)
+	defer cancel()
+	n, err := re.c.Exists(ctx, re.keyIssued(sid)).Result()
+	return n > 0, err
 }

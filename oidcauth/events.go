@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/caddy-bff/caddy-bff/internal/problem"
@@ -29,6 +30,10 @@ const (
 	// maxSessionStreams caps the open streams of one handler; beyond it
 	// a client gets 503 and falls back to polling or retries.
 	maxSessionStreams = 10_000
+	// maxStreamsPerUser caps one subject's open streams (tabs, across
+	// sessions) on a handler; beyond it 429, so one user cannot take the
+	// rest's share.
+	maxStreamsPerUser = 32
 	// maxCheckFailures is how many checks in a row the store may fail
 	// before the stream closes without an answer (the client reconnects):
 	// an outage is not an ending.
@@ -55,25 +60,32 @@ type sessionEvents struct {
 	hooked    sync.Map // *http.Server -> struct{}: shutdown hook registered
 	interval  time.Duration
 	max       int64
+	perUser   int // streams one subject may hold (maxStreamsPerUser)
 
 	mu       sync.Mutex
 	watching map[string]map[chan struct{}]struct{} // subject -> its streams' wake-ups
 }
 
 func newSessionEvents() *sessionEvents {
-	return &sessionEvents{closing: make(chan struct{}), interval: sessionCheckInterval, max: maxSessionStreams,
+	return &sessionEvents{closing: make(chan struct{}), interval: sessionCheckInterval, max: maxSessionStreams, perUser: maxStreamsPerUser,
 		watching: make(map[string]map[chan struct{}]struct{})}
 }
 
 // watch registers a stream of sub's session for wake-ups; the returned
 // func unregisters it.
-func (ev *sessionEvents) watch(sub string) (<-chan struct{}, func()) {
+func (ev *sessionEvents) watch(sub string) (<-chan struct{}, func(), bool) {
 	ch := make(chan struct{}, 1)
 	ev.mu.Lock()
 	set := ev.watching[sub]
 	if set == nil {
 		set = make(map[chan struct{}]struct{})
 		ev.watching[sub] = set
+	}
+	if len(set) >= ev.perUser {
+		// One user (anyone who can sign up at the provider) must not hold
+		// every stream this handler may serve.
+		ev.mu.Unlock()
+		return nil, nil, false
 	}
 	set[ch] = struct{}{}
 	ev.mu.Unlock()
@@ -84,7 +96,7 @@ func (ev *sessionEvents) watch(sub string) (<-chan struct{}, func()) {
 			delete(ev.watching, sub)
 		}
 		ev.mu.Unlock()
-	}
+	}, true
 }
 
 // wake has the streams of sub's sessions check now rather than at their
@@ -234,7 +246,12 @@ func (h *Handler) serveSessionEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer ev.open.Add(-1)
 	ev.hookShutdown(r)
-	woken, unwatch := ev.watch(s.Subject)
+	woken, unwatch, ok := ev.watch(s.Subject)
+	if !ok {
+		problem.Write(w, r, problem.Details{Status: http.StatusTooManyRequests,
+			Detail: "too many open session streams for this user; close some tabs, or poll", RetryAfter: 30})
+		return
+	}
 	defer unwatch()
 	h.streamSession(w, r, value, st, woken)
 }
@@ -282,6 +299,12 @@ func (h *Handler) streamSession(w http.ResponseWriter, r *http.Request, value st
 			why = "config stopped"
 			return
 		case <-tick.C:
+			if caddy.Exiting() {
+				// HTTP/3 streams have no server shutdown hook, and Caddy
+				// waits for its servers before Cleanup: end them here.
+				why = "exiting"
+				return
+			}
 		case <-woken: // this instance ended one of the user's sessions
 		}
 		s, err := h.peekSession(r, value)

@@ -403,6 +403,17 @@ func TestSessionEventsLifecycle(t *testing.T) {
 			t.Fatalf("polling beyond the stream cap: %d", resp.StatusCode)
 		}
 	})
+	t.Run("per user", func(t *testing.T) {
+		g := startEventsGW(t, storeMemory)
+		g.h.events.perUser = 1
+		_, sr := openStream(t, g)
+		sr.until("session")
+		resp := g.request(t, "GET", g.cookie, "text/event-stream")
+		resp.Body.Close()
+		if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("a second stream of the same user beyond its cap: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	})
 	t.Run("cleanup", func(t *testing.T) {
 		g := startEventsGW(t, storeMemory)
 		_, sr := openStream(t, g)

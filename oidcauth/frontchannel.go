@@ -37,9 +37,13 @@ const frontchannelPage = "<!doctype html>\n<html lang=\"en\"><head><meta charset
 // knows a provider sid can end its sessions; a sid is too long to guess,
 // and the gateway never shows one.
 func (h *Handler) serveFrontchannel(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Cache-Control", "no-store")
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
+	// §2: no-cache, no-store, and Pragma for HTTP/1.0 caches.
+	w.Header().Set("Cache-Control", "no-cache, no-store")
+	w.Header().Set("Pragma", "no-cache")
+	// GET only: HEAD is a safe method that link checkers and previews
+	// send, and must not end anything.
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
 		problem.Error(w, r, http.StatusMethodNotAllowed, "front-channel logout takes GET")
 		return
 	}
@@ -65,9 +69,17 @@ func (h *Handler) serveFrontchannel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// The endings must outlive the frame: the user's browser may leave
-	// the provider's logout page at once.
-	n, err := h.endSessionsOf(context.WithoutCancel(r.Context()), "", sid[0])
+	// Only a sid a login here received: anyone can send this request, and
+	// every sid it ends is remembered until its sessions would have
+	// ended, so forged ones must not be stored (nor make the memory store
+	// scan its sessions). An unknown sid gets the same page: nothing of
+	// ours had it.
+	ctx := context.WithoutCancel(r.Context()) // the endings must outlive the frame
+	issued, err := h.ends.sidIssued(ctx, sid[0])
+	n := 0
+	if err == nil && issued {
+		n, err = h.endSessionsOf(ctx, "", sid[0])
+	}
 	if err != nil {
 		// Claim nothing: the provider's page shows a failed frame, and
 		// reloading it retries.
@@ -76,13 +88,17 @@ func (h *Handler) serveFrontchannel(w http.ResponseWriter, r *http.Request) {
 			Detail: "session store unavailable; retry", RetryAfter: 5})
 		return
 	}
-	h.logger.Debug("front-channel logout", zap.String("request_id", requestid.From(r)), zap.Int("sessions_ended", n))
+	h.logger.Debug("front-channel logout", zap.String("request_id", requestid.From(r)), zap.Bool("issued_here", issued), zap.Int("sessions_ended", n))
 	if n < 0 {
 		// The cookie store cannot count the sessions a sid ends.
 		n = 1
 	}
-	metrics.SessionsEnded(metrics.EndFrontchannel, n)
-	audit.Write(h.audit, audit.Frontchannel, r, audit.Entry{Outcome: audit.Success})
+	if issued {
+		metrics.SessionsEnded(metrics.EndFrontchannel, n)
+		audit.Write(h.audit, audit.Frontchannel, r, audit.Entry{Outcome: audit.Success})
+	} else {
+		audit.Write(h.audit, audit.Frontchannel, r, audit.Entry{Outcome: audit.Rejected, Detail: "unknown_sid"})
+	}
 
 	hd := w.Header()
 	hd.Set("Content-Type", "text/html; charset=utf-8")
@@ -93,9 +109,7 @@ func (h *Handler) serveFrontchannel(w http.ResponseWriter, r *http.Request) {
 	// renders in an iframe, so no X-Frame-Options DENY here).
 	hd.Set("Content-Security-Policy", "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors "+h.providerOrigin())
 	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write([]byte(frontchannelPage))
-	}
+	_, _ = w.Write([]byte(frontchannelPage))
 }
 
 // providerOrigin is the issuer's origin, scheme://host[:port], as a CSP
@@ -107,8 +121,10 @@ func (h *Handler) providerOrigin() string {
 		return "'none'"
 	}
 	host := strings.ToLower(u.Host)
+	// CSP host-source has no IP literals in brackets: an IPv6 issuer
+	// cannot be named, and so may not frame us (Provision warns).
 	if strings.ContainsFunc(host, func(c rune) bool {
-		return !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || strings.ContainsRune(".-:[]", c))
+		return !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || strings.ContainsRune(".-:", c))
 	}) {
 		return "'none'"
 	}

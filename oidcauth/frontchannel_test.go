@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,10 +101,10 @@ func TestFrontchannelRejects(t *testing.T) {
 			if ct := w.Header().Get("Content-Type"); ct != "application/problem+json" {
 				t.Errorf("Content-Type %q", ct)
 			}
-			if cc := w.Header().Get("Cache-Control"); cc != "no-store" {
+			if cc := w.Header().Get("Cache-Control"); cc != "no-store" { // every problem answer's
 				t.Errorf("Cache-Control %q, want no-store", cc)
 			}
-			if tt.status == 405 && w.Header().Get("Allow") != "GET, HEAD" {
+			if tt.status == 405 && w.Header().Get("Allow") != "GET" {
 				t.Errorf("Allow %q", w.Header().Get("Allow"))
 			}
 		})
@@ -136,6 +137,16 @@ func TestFrontchannelEndsBySID(t *testing.T) {
 				return &http.Cookie{Name: "bff_session", Value: v}
 			}
 			alice1, alice2, other := cookieFor("alice", sid), cookieFor("alice", sid), cookieFor("alice", "another-op-session")
+			// The logins that received these sids, as the callback records them.
+			for _, v := range []string{sid, "another-op-session"} {
+				if err := h.ends.issueSID(context.Background(), v, now.Add(time.Hour)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// HEAD is safe: it ends nothing.
+			if w := serve(t, h, "HEAD", fcl(testIssuer, sid), nil); w.Code != http.StatusMethodNotAllowed {
+				t.Errorf("HEAD: %d, want 405", w.Code)
+			}
 			for _, c := range []*http.Cookie{alice1, alice2, other} {
 				if w := serve(t, h, "GET", "/api", c); w.Code != http.StatusNoContent {
 					t.Fatalf("before: %d", w.Code)
@@ -153,7 +164,7 @@ func TestFrontchannelEndsBySID(t *testing.T) {
 			if csp := hd.Get("Content-Security-Policy"); !strings.HasPrefix(csp, "default-src 'none';") || !strings.HasSuffix(csp, "; "+wantCSP) {
 				t.Errorf("CSP %q, want default-src 'none' … %s", csp, wantCSP)
 			}
-			if hd.Get("Cache-Control") != "no-store" || hd.Get("X-Frame-Options") != "" || !strings.HasPrefix(hd.Get("Content-Type"), "text/html") {
+			if hd.Get("Cache-Control") != "no-cache, no-store" || hd.Get("Pragma") != "no-cache" || hd.Get("X-Frame-Options") != "" || !strings.HasPrefix(hd.Get("Content-Type"), "text/html") {
 				t.Errorf("headers %v", hd)
 			}
 			if body := w.Body.String(); !strings.Contains(body, "Signed out") || strings.Contains(strings.ToLower(body), "<script") {
@@ -182,9 +193,9 @@ func TestFrontchannelEndsBySID(t *testing.T) {
 					t.Errorf("the sid is logged: %s %s", e.Message, b)
 				}
 			}
-			// HEAD ends too, without a body; again is fine (idempotent).
-			if w := serve(t, h, "HEAD", fcl(testIssuer, sid), nil); w.Code != http.StatusOK || w.Body.Len() != 0 {
-				t.Errorf("HEAD: %d with %d bytes", w.Code, w.Body.Len())
+			// Again is fine (idempotent).
+			if w := serve(t, h, "GET", fcl(testIssuer, sid), nil); w.Code != http.StatusOK {
+				t.Errorf("again: %d", w.Code)
 			}
 		})
 	}
@@ -196,7 +207,7 @@ func TestProviderOrigin(t *testing.T) {
 		"https://ID.Example.com:8443/realms/x": "https://id.example.com:8443",
 		"http://127.0.0.1:9000":                "http://127.0.0.1:9000",
 		"https://user@id.example.com/x":        "https://id.example.com",
-		"https://[::1]:8443/":                  "https://[::1]:8443",
+		"https://[::1]:8443/":                  "'none'", // CSP cannot name an IP literal
 		"https://id.example.com;script-src:*":  "'none'",
 		"https://a,b.example":                  "'none'",
 		"https://id.example.com'/":             "'none'",
@@ -248,13 +259,35 @@ func FuzzFrontchannel(f *testing.F) {
 			t.Fatal(err)
 		}
 		q, err := url.ParseQuery(rawQuery)
-		valid := err == nil && method != "POST" && len(q["iss"]) == 1 && q["iss"][0] == testIssuer &&
+		valid := err == nil && method == "GET" && len(q["iss"]) == 1 && q["iss"][0] == testIssuer &&
 			len(q["sid"]) == 1 && q["sid"][0] != "" && len(q["sid"][0]) <= maxSIDLen
 		if got := w.Code == http.StatusOK; got != valid {
 			t.Fatalf("%s ?%s: %d, valid %v", method, rawQuery, w.Code, valid)
 		}
-		if w.Header().Get("Cache-Control") != "no-store" {
-			t.Fatalf("%s ?%s: Cache-Control %q", method, rawQuery, w.Header().Get("Cache-Control"))
+		if cc := w.Header().Get("Cache-Control"); !strings.Contains(cc, "no-store") {
+			t.Fatalf("%s ?%s: Cache-Control %q", method, rawQuery, cc)
 		}
 	})
+}
+
+// Anyone can send a front-channel logout: a sid no login here received
+// gets the same page, and nothing is stored for it, so forged sids cannot
+// grow the endings (or make the memory store scan its sessions).
+func TestFrontchannelForgedSIDsAreNotStored(t *testing.T) {
+	h, logs, _ := frontchannelHandler(t, map[string]any{"store": "cookie"})
+	for i := range 100 {
+		w := serve(t, h, "GET", fcl(testIssuer, "forged-"+strconv.Itoa(i)), nil)
+		if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "Signed out") {
+			t.Fatalf("forged sid: %d %s", w.Code, w.Body)
+		}
+	}
+	h.state.revoked.mu.RLock()
+	n := len(h.state.revoked.sids)
+	h.state.revoked.mu.RUnlock()
+	if n != 0 {
+		t.Fatalf("%d forged sids stored", n)
+	}
+	if got := logs.FilterMessage("frontchannel_logout").FilterField(zap.String("outcome", "rejected:unknown_sid")).Len(); got != 100 {
+		t.Fatalf("%d audit entries for unknown sids, want 100", got)
+	}
 }

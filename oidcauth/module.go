@@ -277,6 +277,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return strings.TrimSpace(out)
 	}
 	h.Issuer = resolve("issuer", h.Issuer)
+	if h.Issuer != "" && h.providerOrigin() == "'none'" {
+		h.logger.Warn("front-channel logout: the issuer's origin cannot be named in a CSP frame-ancestors source "+
+			"(an IP literal in brackets, or unusual characters), so the provider's logout page cannot frame "+
+			h.FrontchannelLogoutPath+"; use back-channel logout", zap.String("issuer", h.Issuer))
+	}
 	h.ExternalURL = resolve("external_url", h.ExternalURL)
 	if h.ExternalURL != "" {
 		h.external, _ = parseExternalURL(h.ExternalURL) // Validate names a bad one

@@ -49,6 +49,10 @@ type revocations struct {
 	sids     map[string]time.Time // provider session id -> until
 	subs     map[string]subRevocation
 	jtis     map[string]time.Time // logout tokens seen (replay) -> until
+	// issued are the provider session ids of this gateway's logins (->
+	// until those sessions end): an unsigned front-channel logout may name
+	// only these, so forged sids cannot grow the endings.
+	issued map[string]time.Time
 }
 
 type subRevocation struct {
@@ -62,6 +66,7 @@ func newRevocations() *revocations {
 		sids:     make(map[string]time.Time),
 		subs:     make(map[string]subRevocation),
 		jtis:     make(map[string]time.Time),
+		issued:   make(map[string]time.Time),
 	}
 }
 
@@ -88,6 +93,19 @@ func (rv *revocations) addSub(sub string, at, until time.Time) {
 	old := rv.subs[sub]
 	rv.subs[sub] = subRevocation{at: maxTime(old.at, at), until: maxTime(old.until, until)}
 	rv.mu.Unlock()
+}
+
+func (rv *revocations) issue(sid string, until time.Time) {
+	rv.mu.Lock()
+	extend(rv.issued, sid, until)
+	rv.mu.Unlock()
+}
+
+func (rv *revocations) wasIssued(sid string, now time.Time) bool {
+	rv.mu.RLock()
+	until, ok := rv.issued[sid]
+	rv.mu.RUnlock()
+	return ok && now.Before(until)
 }
 
 // jtiSeen reports whether a logout token's jti was recorded (a replay).
@@ -144,7 +162,7 @@ func (rv *revocations) sweep(now time.Time) {
 	// A panic below must not leave the lock held: Safely recovers it and
 	// every request would then wait forever.
 	defer rv.mu.Unlock()
-	for _, m := range []map[string]time.Time{rv.sessions, rv.sids, rv.jtis} {
+	for _, m := range []map[string]time.Time{rv.sessions, rv.sids, rv.jtis, rv.issued} {
 		for k, until := range m {
 			if !now.Before(until) {
 				delete(m, k)

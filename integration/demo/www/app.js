@@ -167,9 +167,15 @@ function watchSession(name) {
 			// not ours
 		}
 	});
-	es.addEventListener("ended", () => {
+	es.addEventListener("ended", async () => {
 		es.close();
-		signedOut();
+		// `ended` is about the session this stream was opened on; a login
+		// in another tab may have replaced it, and the browser's cookie now
+		// names the new one. Ask once with the current cookie.
+		const res = await api("/auth/session");
+		if (res.ok) watchSession(name);
+		else if (res.status === 401) signedOut();
+		else setTimeout(() => watchSession(name), 5000);
 	});
 	es.addEventListener("error", async () => {
 		if (es.readyState !== EventSource.CLOSED) return; // reconnecting
