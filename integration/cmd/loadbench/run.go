@@ -562,31 +562,34 @@ func alterCookies(h string) string {
 // expectRefused checks that u, requested as an API call, is not answered
 // by the upstream: 401, 403 or a redirect (to a login).
 func expectRefused(c *http.Client, u, cookie string) error {
-	req, err := http.NewRequest(http.MethodGet, u, nil)
+	status, body, err := apiGet(c, u, cookie)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Accept", "application/json")
-	if cookie != "" {
-		req.Header.Set("Cookie", cookie)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	switch resp.StatusCode {
+	switch status {
 	case http.StatusUnauthorized, http.StatusForbidden, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect:
 		return nil
 	}
-	return fmt.Errorf("GET %s: %d, want 401, 403 or a redirect: %s", u, resp.StatusCode, strings.TrimSpace(string(b)))
+	return fmt.Errorf("GET %s: %d, want 401, 403 or a redirect: %s", u, status, body)
 }
 
 func expectStatus(c *http.Client, u, cookie string, want int) error {
-	req, err := http.NewRequest(http.MethodGet, u, nil)
+	status, body, err := apiGet(c, u, cookie)
 	if err != nil {
 		return err
+	}
+	if status != want {
+		return fmt.Errorf("GET %s: %d, want %d: %s", u, status, want, body)
+	}
+	return nil
+}
+
+// apiGet requests u as a script would, with cookie when set, and returns
+// the status and the start of the body.
+func apiGet(c *http.Client, u, cookie string) (int, string, error) {
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return 0, "", err
 	}
 	req.Header.Set("Accept", "application/json")
 	if cookie != "" {
@@ -594,14 +597,11 @@ func expectStatus(c *http.Client, u, cookie string, want int) error {
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return err
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	if resp.StatusCode != want {
-		return fmt.Errorf("GET %s: %d, want %d: %s", u, resp.StatusCode, want, strings.TrimSpace(string(b)))
-	}
-	return nil
+	return resp.StatusCode, strings.TrimSpace(string(b)), nil
 }
 
 func freeAddr() (string, error) {
