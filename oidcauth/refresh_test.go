@@ -66,18 +66,16 @@ func errorReply(status int, code string) func(http.ResponseWriter, *http.Request
 	}
 }
 
-// refreshHandler is an oidc_auth provisioned against op with the memory
-// store, its clock at *now, and a session in its store whose access token
-// is about to expire.
-func refreshHandler(t *testing.T, op *fakeOP, now *time.Time) (*Handler, *session) {
+// clockedHandler is an oidc_auth provisioned against issuer with the
+// memory store and the extra subdirectives, its clock at *now.
+func clockedHandler(t *testing.T, issuer, extra string, now *time.Time) *Handler {
 	t.Helper()
 	t.Setenv("BFF_TEST_KEY", goodKey)
 	h, err := provisionFromCaddyfile(t, `oidc_auth {
-		issuer `+op.srv.URL+`
+		issuer `+issuer+`
 		client_id portal
 		client_secret s3cret
-		scopes openid offline_access
-		refresh_skew 30s
+		`+extra+`
 		session {
 			store memory
 			keys {env.BFF_TEST_KEY}
@@ -89,13 +87,28 @@ func refreshHandler(t *testing.T, op *fakeOP, now *time.Time) (*Handler, *sessio
 	clock := func() time.Time { return *now }
 	h.now = clock
 	h.state.memory.now = clock
-	s := testSession()
-	s.Created, s.LastSeen = now.UnixMilli(), now.UnixMilli()
-	s.TokenExpiry = now.Add(20 * time.Second).Unix()
+	return h
+}
+
+// storeSession puts s into h's store, kept an hour past now.
+func storeSession(t *testing.T, h *Handler, s *session, now time.Time) {
+	t.Helper()
 	if _, err := h.store.save(context.Background(), s, true, now.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	s.key = hashID(s.ID)
+}
+
+// refreshHandler is an oidc_auth provisioned against op with the memory
+// store, its clock at *now, and a session in its store whose access token
+// is about to expire.
+func refreshHandler(t *testing.T, op *fakeOP, now *time.Time) (*Handler, *session) {
+	t.Helper()
+	h := clockedHandler(t, op.srv.URL, "scopes openid offline_access\n\t\trefresh_skew 30s", now)
+	s := testSession()
+	s.Created, s.LastSeen = now.UnixMilli(), now.UnixMilli()
+	s.TokenExpiry = now.Add(20 * time.Second).Unix()
+	storeSession(t, h, s, *now)
 	return h, s
 }
 

@@ -74,32 +74,13 @@ func jsonReply(status int, body string) http.HandlerFunc {
 // store, last checked 2 minutes ago: due.
 func checkHandler(t *testing.T, op *checkOP, now *time.Time) (*Handler, *session) {
 	t.Helper()
-	t.Setenv("BFF_TEST_KEY", goodKey)
-	h, err := provisionFromCaddyfile(t, `oidc_auth {
-		issuer `+op.srv.URL+`
-		client_id portal
-		client_secret s3cret
-		revalidate 1m
-		session {
-			store memory
-			keys {env.BFF_TEST_KEY}
-		}
-	}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := func() time.Time { return *now }
-	h.now = clock
-	h.state.memory.now = clock
+	h := clockedHandler(t, op.srv.URL, "revalidate 1m", now)
 	s := testSession()
 	s.RefreshToken = ""
 	s.Created, s.LastSeen = now.Add(-5*time.Minute).UnixMilli(), now.UnixMilli()
 	s.Checked = now.Add(-2 * time.Minute).UnixMilli()
 	s.TokenExpiry = now.Add(time.Hour).Unix()
-	if _, err := h.store.save(context.Background(), s, true, now.Add(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	s.key = hashID(s.ID)
+	storeSession(t, h, s, *now)
 	return h, s
 }
 
