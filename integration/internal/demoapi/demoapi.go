@@ -274,19 +274,29 @@ func (a *API) listRecipes(w http.ResponseWriter, _ *http.Request, c *Claims) {
 	})
 }
 
-// addRecipe adds {"title": "..."} and answers 201 with the new recipe.
-func (a *API) addRecipe(w http.ResponseWriter, r *http.Request, c *Claims) {
+// readJSON decodes r's body, application/json of at most maxBody bytes
+// holding exactly one object with only in's fields, into in; otherwise it
+// answers 415 or 400 (naming want, the shape expected) and reports false.
+func readJSON(w http.ResponseWriter, r *http.Request, in any, want string) bool {
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
 		writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"error": "unsupported_media_type", "error_description": "send application/json"})
-		return
-	}
-	var in struct {
-		Title string `json:"title"`
+		return false
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil || dec.More() {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": `want {"title": "..."}`})
+	if err := dec.Decode(in); err != nil || dec.More() {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "want " + want})
+		return false
+	}
+	return true
+}
+
+// addRecipe adds {"title": "..."} and answers 201 with the new recipe.
+func (a *API) addRecipe(w http.ResponseWriter, r *http.Request, c *Claims) {
+	var in struct {
+		Title string `json:"title"`
+	}
+	if !readJSON(w, r, &in, `{"title": "..."}`) {
 		return
 	}
 	title := strings.TrimSpace(in.Title)

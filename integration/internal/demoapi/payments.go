@@ -1,9 +1,7 @@
 package demoapi
 
 import (
-	"encoding/json"
 	"fmt"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -43,18 +41,11 @@ func (a *API) listPayments(w http.ResponseWriter, _ *http.Request, c *Claims) {
 }
 
 func (a *API) addPayment(w http.ResponseWriter, r *http.Request, c *Claims) {
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-		writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"error": "unsupported_media_type", "error_description": "send application/json"})
-		return
-	}
 	var in struct {
 		To     string  `json:"to"`
 		Amount float64 `json:"amount"`
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil || dec.More() {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": `want {"to": "...", "amount": 12.5}`})
+	if !readJSON(w, r, &in, `{"to": "...", "amount": 12.5}`) {
 		return
 	}
 	to := strings.TrimSpace(in.To)
